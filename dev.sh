@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One entry point that sets everything up on a fresh machine, then runs a job.
+#   ./dev.sh demo   render random scenes with the JAX renderer -> results/demo/
+#   ./dev.sh test   run the test suite (what CI runs)
+#   ./dev.sh bench  run the render benchmark -> results/render_speed.json
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${VENV:-.venv}
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install -q uv
+  # uv ignores pip's config; it needs the system certificates to reach the registry.
+  UV_NATIVE_TLS=1 UV_COMPILE_BYTECODE=1 "$VENV/bin/uv" pip install -q \
+    --python "$VENV/bin/python" -e ".[test]"
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  demo)  setup; exec "$VENV/bin/python" -m render.demo "$@" ;;
+  test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  bench) setup; exec "$VENV/bin/python" -m benchmarks.render_speed "$@" ;;
+  *) echo "usage: ./dev.sh {demo|test|bench} [args...]" >&2; exit 2 ;;
+esac
