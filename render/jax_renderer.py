@@ -184,12 +184,18 @@ class _Ray(struct.PyTreeNode):
     leave: jax.Array      # (N,) exit from each bounding sphere
 
 
-def _start(objs: _WorldObjects, origin, direction, t_start, t_stop):
-    """Intersects a ray with every bounding sphere; the march starts at t_start."""
+def _start(objs: _WorldObjects, origin, direction, t_start, t_stop, margin):
+    """Intersects a ray with every bounding sphere; the march starts at t_start.
+
+    Spheres are widened by ``margin`` (an angle, times their distance) so that rays
+    passing just outside an object still record how close they came: the
+    silhouette blend and soft shadows need that band.
+    """
     n = objs.valid.shape[0]
     oc = origin - objs.sphere_c
     b = oc @ direction
-    disc = b * b - (jnp.sum(oc * oc, -1) - objs.sphere_r ** 2)
+    radius = objs.sphere_r + margin * jnp.sqrt(jnp.sum(oc * oc, -1))
+    disc = b * b - (jnp.sum(oc * oc, -1) - radius ** 2)
     root = jnp.sqrt(jnp.maximum(disc, 0.0))
     enter, leave = -b - root, -b + root
     crosses = objs.valid & (disc > 0) & (leave > t_start) & (enter < t_stop)
@@ -255,7 +261,7 @@ def _closest_approach(row, origin, direction, t0, d0, t_end, iterations: int = 4
     return t
 
 
-def _trace_rays(objs: _WorldObjects, origins, directions, t_start, t_stop, hit_angle,
+def _trace_rays(objs: _WorldObjects, origins, directions, t_start, t_stop, hit_angle, margin,
                 max_steps: int, first_steps: int = 12, straggler_fraction: float = 1 / 8) -> _Trace:
     """Traces R rays: ``first_steps`` for all, then the rest for the stragglers only.
 
@@ -269,7 +275,8 @@ def _trace_rays(objs: _WorldObjects, origins, directions, t_start, t_stop, hit_a
       origins, directions: (R, 3); t_start, t_stop: (R,).
     """
     r = directions.shape[0]
-    rays, state = jax.vmap(_start, (None, 0, 0, 0, 0))(objs, origins, directions, t_start, t_stop)
+    rays, state = jax.vmap(_start, (None, 0, 0, 0, 0, None))(objs, origins, directions, t_start,
+                                                             t_stop, margin)
     march = jax.vmap(_march, (None, 0, 0, None, None))
     state = march(objs, rays, state, min(first_steps, max_steps), hit_angle)
     m = min(r, max(32, int(r * straggler_fraction)))
@@ -410,14 +417,15 @@ def render(scene: Scene, resolution=(64, 64), config: JaxRenderConfig = JaxRende
     t_ground = jnp.minimum(sg(scene.camera.height) / jnp.maximum(down, 1e-6), _FAR)
     tr = _trace_rays(objs_sg, jnp.broadcast_to(sg(origin), (r, 3)), sg(d),
                      jnp.full((r,), 1e-3, d.dtype), t_ground,
-                     jnp.asarray(_HIT_PIXELS * pixel_angle, d.dtype), config.max_steps)
+                     jnp.asarray(_HIT_PIXELS * pixel_angle, d.dtype),
+                     jnp.asarray(3 * config.softness * pixel_angle, d.dtype), config.max_steps)
     p, normal, rgb, depth, instance = jax.vmap(surface)(d, tr)
     if config.shadows:
         light_dirs = jnp.broadcast_to(sg(light), (r, 3))
         shadow_tr = _trace_rays(objs_sg, sg(p + _SHADOW_OFFSET * normal), light_dirs,
                                 jnp.full((r,), 1e-3, d.dtype), jnp.full((r,), _SHADOW_FAR, d.dtype),
                                 jnp.asarray(0.02 * config.shadow_softness, d.dtype),
-                                config.shadow_steps)
+                                jnp.asarray(config.shadow_softness, d.dtype), config.shadow_steps)
         sun = scene.light.strength * jax.vmap(shadow)(p, normal, shadow_tr)
     else:
         sun = jnp.broadcast_to(scene.light.strength, (r,))
