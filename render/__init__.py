@@ -3,12 +3,15 @@
 Public names are listed here; see ``render.spec`` for every range and unit.
 """
 
-from render import spec
+from render import finite_diff, shapes, spec
 from render.api import BACKENDS, CONFIGS, render
+from render.black_box import BlackBoxError, black_box
+from render.finite_diff import FD
 from render.jax_renderer import Image, JaxRenderConfig
 from render.scene import Camera, Light, Objects, Scene, random_scene, validate
 
 __all__ = [
-    "BACKENDS", "CONFIGS", "Camera", "Image", "JaxRenderConfig", "Light", "Objects", "Scene",
-    "random_scene", "render", "spec", "validate",
+    "BACKENDS", "CONFIGS", "FD", "BlackBoxError", "Camera", "Image", "JaxRenderConfig", "Light",
+    "Objects", "Scene", "black_box", "finite_diff", "random_scene", "render", "shapes", "spec",
+    "validate",
 ]

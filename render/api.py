@@ -18,11 +18,15 @@ CONFIGS: dict[str, type] = {"jax": jax_renderer.JaxRenderConfig}
 
 
 def render(scene: Scene, *, backend: str = "jax", resolution: tuple[int, int] = (64, 64),
-           background: jax.Array | None = None, **options: Any) -> Image:
+           background: jax.Array | None = None, chunk: int = 4, **options: Any) -> Image:
     """Renders a scene, or a batch of scenes (leading axes on every leaf).
 
     Args:
-      scene: a ``Scene``; batched scenes are rendered with ``jax.vmap``.
+      scene: a ``Scene``; a batch is rendered ``chunk`` scenes at a time
+        (``jax.lax.map`` over ``jax.vmap``'d chunks): a vmapped sphere tracer runs
+        until its slowest ray is done, so small chunks are faster than one big vmap
+        (measured 1.3x at 64 px, batch 64, on CPU). ``jax.vmap(render.render)``
+        works as well.
       backend: one of ``BACKENDS``. ``"jax"`` is differentiable and jittable.
       resolution: static (H, W) in pixels.
       background: optional (Hb, Wb, 3) image in [0, 1] seen above the horizon.
@@ -43,9 +47,13 @@ def render(scene: Scene, *, backend: str = "jax", resolution: tuple[int, int] = 
     resolution = tuple(int(r) for r in resolution)
     if len(resolution) != 2 or min(resolution) < 1:
         raise ValueError(f"resolution={resolution} must be (H, W) with positive sizes")
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk} must be a positive number of scenes")
     fn = BACKENDS[backend]
-    batch_dims = scene.objects.valid.ndim - 1
-    single = lambda s: fn(s, resolution, config, background)  # noqa: E731
-    for _ in range(batch_dims):
-        single = jax.vmap(single)
-    return single(scene)
+    batch = scene.objects.valid.shape[:-1]
+    if not batch:
+        return fn(scene, resolution, config, background)
+    flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[len(batch):]), scene)
+    images = jax.lax.map(lambda s: fn(s, resolution, config, background), flat,
+                         batch_size=min(chunk, flat.objects.valid.shape[0]))
+    return jax.tree_util.tree_map(lambda x: x.reshape(batch + x.shape[1:]), images)

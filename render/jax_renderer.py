@@ -12,11 +12,16 @@ differentiable re-evaluations at the points it found:
 
 * hit points: one Newton step on ``sdf(o + t d) = 0`` with the slope held fixed,
   which gives the exact implicit derivative of the hit depth;
-* silhouettes: every ray remembers how close it passed to each object (in pixels);
-  a miss within a pixel or so blends that object's colour in with weight
-  ``exp(-distance / softness)``, so moving an object changes the pixels at its edge
-  continuously and with the right sign;
-* soft shadows: ``min_t k d / t`` along the shadow ray, re-evaluated at its argmin.
+* silhouettes: every ray remembers how close it passed to each object (bounding
+  spheres are widened by the blend band so near misses are seen); the closest
+  approach is refined, and a miss within a pixel or so blends that object's colour
+  in with weight ``exp(-(distance / softness) ** 2)`` (distance in pixels), so
+  moving an object changes the pixels at its edge continuously and with the right
+  sign;
+* soft shadows: ``min_t d / t`` along the shadow ray over a penumbra angle,
+  re-evaluated at its argmin.
+
+Edges inside one object (self-occlusion) and the horizon have no soft term.
 """
 
 from __future__ import annotations
@@ -142,7 +147,7 @@ def _to_world_dir(row, v):
 def _canonical_sdf(row, q):
     """Canonical distance of the object in ``row`` at canonical point(s) q (..., 3)."""
     d, start = [], _POSE
-    for fn, size in zip(shapes._FAMILIES, _FAMILY_SIZES):
+    for fn, size in zip(shapes.FAMILIES, _FAMILY_SIZES):
         d.append(fn(q, row[start:start + size]))
         start += size
     cls = row[5]
@@ -282,7 +287,7 @@ def _trace_rays(objs: _WorldObjects, origins, directions, t_start, t_stop, hit_a
     m = min(r, max(32, int(r * straggler_fraction)))
     if max_steps <= first_steps or m == 0:
         return state
-    _, idx = jax.lax.top_k(jnp.where(state.done, 0.0, 1.0) + 0.0 * state.t, m)
+    _, idx = jax.lax.top_k(jnp.where(state.done, 0.0, 1.0), m)
     take = lambda x: x[idx]  # noqa: E731
     sub = march(objs, jax.tree_util.tree_map(take, rays), jax.tree_util.tree_map(take, state),
                 max_steps - first_steps, hit_angle)

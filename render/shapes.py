@@ -420,7 +420,8 @@ def banana_sdf(q, params):
     return jnp.minimum(body, stalk)
 
 
-_FAMILIES = (stapler_sdf, mug_sdf, banana_sdf)
+FAMILIES = (stapler_sdf, mug_sdf, banana_sdf)
+"""The SDF family of each class, indexed by class id (rows of :data:`PARAMS`)."""
 
 
 def object_sdf(q, class_id, shape_id):
@@ -439,7 +440,7 @@ def object_sdf(q, class_id, shape_id):
     """
     d = [
         fn(q, jnp.asarray(table)[jnp.clip(shape_id, 0, len(table) - 1)])
-        for fn, table in zip(_FAMILIES, PARAMS)
+        for fn, table in zip(FAMILIES, PARAMS)
     ]
     return jnp.where(class_id == 0, d[0], jnp.where(class_id == 1, d[1], d[2]))
 

@@ -278,3 +278,24 @@ def test_gradients_are_finite_for_random_scenes():
             assert np.all(np.isfinite(leaf)), jax.tree_util.keystr(path)
     assert float(jnp.abs(g.objects.position).sum()) > 0
     assert float(jnp.abs(g.camera.height).sum()) > 0
+
+
+def test_textures_and_background_image():
+    s = _scene(10, 4, height=0.3, elevation=0.05)        # the horizon is in view
+    background = jax.random.uniform(jax.random.key(2), RES + (3,))
+    plain = _renderer()(s)
+    img = jax.jit(lambda s, bg: render.render(s, resolution=RES, textures=True,
+                                              background=bg))(s, background)
+    inst = np.asarray(img.instance)
+    sky = inst == 0
+    assert sky.sum() > 20
+    # Above the horizon: the background image (same resolution: resized is identity).
+    np.testing.assert_allclose(np.asarray(img.rgb)[sky], np.asarray(background)[sky], atol=1e-5)
+    assert np.all(np.asarray(img.rgb).min() >= 0) and np.all(np.asarray(img.rgb).max() <= 1)
+    # Textures multiply the albedo by a greyscale factor with mean 1 and range [0.55, 1.45].
+    ground = (inst == 1) & (np.asarray(plain.instance) == 1)
+    ratio = np.asarray(img.rgb)[ground] / np.maximum(np.asarray(plain.rgb)[ground], 1e-3)
+    unclipped = (np.asarray(plain.rgb)[ground] > 0.05) & (np.asarray(img.rgb)[ground] < 0.99)
+    assert ratio[unclipped].std() > 0.05
+    assert 0.5 < ratio[unclipped].min() and ratio[unclipped].max() < 1.5
+    assert abs(np.median(ratio[unclipped]) - 1.0) < 0.15
