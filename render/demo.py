@@ -37,9 +37,9 @@ def contact_sheet(images: render.Image, path: pathlib.Path, columns: int = 8) ->
     for i in range(n):
         r, c = divmod(i, columns)
         axes[3 * r, c].imshow(rgb[i])
-        axes[3 * r + 1, c].imshow(np.where(depth[i] > 0, depth[i], np.nan), cmap="viridis")
+        axes[3 * r + 1, c].imshow(np.log(np.where(depth[i] > 0, depth[i], np.nan)), cmap="viridis")
         axes[3 * r + 2, c].imshow(inst[i], cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
-    axes[0, 0].set_title("rgb / depth / instance", fontsize=7, loc="left")
+    axes[0, 0].set_title("rgb / log depth / instance", fontsize=7, loc="left")
     fig.tight_layout(pad=0.2)
     fig.savefig(path, dpi=100)
     plt.close(fig)

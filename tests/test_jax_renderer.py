@@ -185,6 +185,7 @@ def _with_colour_params(s, theta):
                      light=s.light.replace(ambient=theta[-2], strength=theta[-1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shadows", [False, True])
 def test_colour_and_light_strength_gradients_match_central_differences(shadows):
     s = _dim_light(_scene(6, 4, height=0.3, elevation=0.6))
@@ -235,6 +236,7 @@ def _with_geometry(s, theta):
         camera=s.camera.replace(height=theta[3], elevation=theta[4]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("class_id", [0, 1, 2])
 def test_geometry_gradients_have_the_sign_of_a_finite_difference(class_id):
     """Moving the object or the camera towards a target lowers a blurred pixel loss
@@ -268,6 +270,7 @@ def test_geometry_gradients_have_the_sign_of_a_finite_difference(class_id):
         assert 0.5 < g / fd < 2.0, f"{name}: gradient {g} vs finite difference {fd}"
 
 
+@pytest.mark.slow
 def test_gradients_are_finite_for_random_scenes():
     scenes_ = jax.vmap(lambda k: render.random_scene(k, 7))(jax.random.split(jax.random.key(9), 2))
     grad = jax.jit(jax.grad(lambda s: jnp.sum(render.render(s, resolution=(16, 16)).rgb ** 2),
