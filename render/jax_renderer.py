@@ -89,7 +89,6 @@ _NORMAL_STEP = 1e-3    # canonical units: finite-difference step of the SDF norm
 _SHADOW_OFFSET = 2e-3  # metres: shadow rays start this far off the surface
 
 
-_FAMILY_SIZES = tuple(t.shape[1] for t in shapes.PARAMS)
 _POSE = 6   # leading columns of a packed object row: x, z, cos az, sin az, scale, class
 
 
@@ -114,10 +113,9 @@ def _world_objects(scene: Scene) -> _WorldObjects:
     # Padded objects may hold zeros: keep their (never used) transforms finite.
     scale = jnp.where(obj.valid, obj.scale, 1.0)
     c, s = jnp.cos(obj.azimuth), jnp.sin(obj.azimuth)
-    family_rows = [jnp.asarray(t)[jnp.clip(obj.shape_id, 0, len(t) - 1)] for t in shapes.PARAMS]
     pose = jnp.stack([obj.position[:, 0], obj.position[:, 1], c, s, scale,
                       obj.class_id.astype(scale.dtype)], -1)
-    rows = jnp.concatenate([pose] + [r.astype(scale.dtype) for r in family_rows], -1)
+    rows = jnp.concatenate([pose, shapes.packed_params(obj.shape_id).astype(scale.dtype)], -1)
     bc, br = jax.vmap(shapes.bounding_sphere)(obj.class_id, obj.shape_id)
     bc = bc * scale[:, None]
     # R_y(azimuth) applied to the local centre: +x turns towards -z.
@@ -146,12 +144,7 @@ def _to_world_dir(row, v):
 
 def _canonical_sdf(row, q):
     """Canonical distance of the object in ``row`` at canonical point(s) q (..., 3)."""
-    d, start = [], _POSE
-    for fn, size in zip(shapes.FAMILIES, _FAMILY_SIZES):
-        d.append(fn(q, row[start:start + size]))
-        start += size
-    cls = row[5]
-    return jnp.where(cls < 0.5, d[0], jnp.where(cls < 1.5, d[1], d[2]))
+    return shapes.packed_sdf(q, row[5], row[_POSE:])
 
 
 def _sdf(row, p):

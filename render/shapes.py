@@ -424,11 +424,45 @@ FAMILIES = (stapler_sdf, mug_sdf, banana_sdf)
 """The SDF family of each class, indexed by class id (rows of :data:`PARAMS`)."""
 
 
+PACKED_SIZE = sum(t.shape[1] for t in PARAMS)
+"""Length of a packed parameter row: every family's row, concatenated in class order."""
+
+
+def packed_params(shape_id):
+    """Every family's parameter row for ``shape_id`` (clipped per family), concatenated.
+
+    Args:
+      shape_id: int32 () or (...) (may be traced).
+
+    Returns:
+      (..., PACKED_SIZE) float32; pair it with the class id in :func:`packed_sdf`.
+    """
+    return jnp.concatenate(
+        [jnp.asarray(t)[jnp.clip(shape_id, 0, len(t) - 1)] for t in PARAMS], axis=-1)
+
+
+def packed_sdf(q, class_id, packed):
+    """Distance bound of the class's family evaluated on a packed row.
+
+    Evaluates every family and selects by class, so ``class_id`` may be traced
+    (and a float: it is compared with 0.5 and 1.5).
+
+    Args:
+      q: (..., 3) canonical points.
+      class_id: () or broadcastable to q's leading dims.
+      packed: (PACKED_SIZE,) or (..., PACKED_SIZE) row from :func:`packed_params`.
+    """
+    d, start = [], 0
+    for fn, table in zip(FAMILIES, PARAMS):
+        d.append(fn(q, packed[..., start:start + table.shape[1]]))
+        start += table.shape[1]
+    return jnp.where(class_id < 0.5, d[0], jnp.where(class_id < 1.5, d[1], d[2]))
+
+
 def object_sdf(q, class_id, shape_id):
     """Signed distance bound of any object variant in its canonical frame.
 
-    Evaluates every family on its gathered row and selects by class, so ids may be
-    traced; out-of-range ``shape_id`` is clipped to the class's variants.
+    Ids may be traced; out-of-range ``shape_id`` is clipped to the class's variants.
 
     Args:
       q: (..., 3) canonical points.
@@ -438,11 +472,7 @@ def object_sdf(q, class_id, shape_id):
     Returns:
       (...) signed distance in canonical units.
     """
-    d = [
-        fn(q, jnp.asarray(table)[jnp.clip(shape_id, 0, len(table) - 1)])
-        for fn, table in zip(FAMILIES, PARAMS)
-    ]
-    return jnp.where(class_id == 0, d[0], jnp.where(class_id == 1, d[1], d[2]))
+    return packed_sdf(q, class_id, packed_params(shape_id))
 
 
 _BOX_LO = np.concatenate([_STAPLER_LO, _MUG_LO, _BANANA_LO])
