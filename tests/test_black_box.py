@@ -13,24 +13,12 @@ from hypothesis.extra.numpy import arrays
 from render import finite_diff
 from render.black_box import BlackBoxError, black_box
 from render.finite_diff import FD
+from tests.stats import max_z
 
 SETTINGS = settings(
     max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 CENTRAL = FD(method="central", step=1e-5)
-
-
-@pytest.fixture
-def x64():
-    """Global float64 for one test.
-
-    Not the thread-local ``jax.enable_x64`` context: JAX casts callback outputs by
-    the x64 setting of the thread that runs the callback, not always the caller's.
-    """
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
 
 
 def _vector_fn(xp, x, y):
@@ -110,13 +98,6 @@ def test_hessian_by_nested_differences():
                                rtol=1e-5, atol=1e-6)
 
 
-def _max_z(samples, target):
-    """Largest |mean - target| in standard errors of the mean, over entries."""
-    mean = samples.mean(axis=0)
-    standard_error = samples.std(axis=0, ddof=1) / np.sqrt(samples.shape[0])
-    return float(np.max(np.abs(mean - target) / standard_error))
-
-
 @pytest.mark.usefixtures("x64")
 def test_random_jacobian_is_unbiased_and_paper_scale_is_not():
     rng = np.random.default_rng(0)
@@ -127,9 +108,9 @@ def test_random_jacobian_is_unbiased_and_paper_scale_is_not():
     estimate = jax.jit(jax.vmap(lambda k: finite_diff.fd_jacobian(
         lambda v: a @ v, x, k, num_directions=m, sigma=0.1)))
     samples = np.asarray(estimate(keys))
-    assert _max_z(samples, a) < 5.0
+    assert max_z(samples, a) < 5.0
     # The paper's Eq. 10 (weights 1/m, no factor d) has mean A / d: the same check fails.
-    assert _max_z(samples / d, a) > 20.0
+    assert max_z(samples / d, a) > 20.0
 
 
 @pytest.mark.usefixtures("x64")
