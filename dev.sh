@@ -3,6 +3,7 @@
 #   ./dev.sh demo   render random scenes with the JAX renderer -> results/demo/
 #   ./dev.sh test   run the test suite (what CI runs)
 #   ./dev.sh bench  run the render benchmark -> results/render_speed.json
+#   ./dev.sh bench-hypergrad  hypergradients vs jaxopt/optimistix -> results/hypergrad.json
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
@@ -14,7 +15,7 @@ setup() {
   "$VENV/bin/python" -m pip install -q uv
   # uv ignores pip's config; it needs the system certificates to reach the registry.
   UV_NATIVE_TLS=1 UV_COMPILE_BYTECODE=1 "$VENV/bin/uv" pip install -q \
-    --python "$VENV/bin/python" -e ".[test]"
+    --python "$VENV/bin/python" -e ".[test,bench]"
 }
 
 cmd=${1:-}
@@ -23,5 +24,6 @@ case "$cmd" in
   demo)  setup; exec "$VENV/bin/python" -m render.demo "$@" ;;
   test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) setup; exec "$VENV/bin/python" -m benchmarks.render_speed "$@" ;;
-  *) echo "usage: ./dev.sh {demo|test|bench} [args...]" >&2; exit 2 ;;
+  bench-hypergrad) setup; exec "$VENV/bin/python" -m benchmarks.hypergrad "$@" ;;
+  *) echo "usage: ./dev.sh {demo|test|bench|bench-hypergrad} [args...]" >&2; exit 2 ;;
 esac

@@ -32,13 +32,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
-import os
 import pathlib
-import platform
 import statistics
-import subprocess
 import time
 
 import jax
@@ -51,6 +47,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import render  # noqa: E402
+from benchmarks.common import machine_info  # noqa: E402
 
 MODES = ("forward", "grad")
 
@@ -208,25 +205,6 @@ def run(config: Config) -> dict:
     header = {"machine": machine_info(), "config": dataclasses.asdict(config),
               "wall_s": time.perf_counter() - start}
     return {"header": header, "rows": list(measured.values()), "skipped": skipped}
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name, else what ``platform`` knows."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        lscpu = ""
-    for line in lscpu.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict:
-    return {"processor": cpu_model(), "cpu_count": len(os.sched_getaffinity(0)),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "jax": jax.__version__, "device_kind": jax.devices()[0].device_kind,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def markdown(result: dict) -> str:

@@ -16,7 +16,10 @@ like ``T``. ``checkpoint`` trades compute for memory:
   ``sqrt(T)`` segments of about ``sqrt(T)`` steps; only segment boundaries are
   stored in the forward pass, and a segment's steps are recomputed (and stored)
   while it is being differentiated: memory ``O(sqrt(T))`` carries for one extra
-  forward pass.
+  forward pass. The two nested scans each accumulate a cotangent of ``outer``,
+  so this costs about two extra ``outer``-sized buffers: worth it when the
+  trajectory (``T`` steps of activations) dwarfs ``outer``, not when ``outer`` is
+  the whole training set of a tiny model.
 """
 
 from __future__ import annotations
