@@ -24,6 +24,7 @@ XLA drops it when ``info`` is not used.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -57,10 +58,10 @@ class ImplicitInfo(NamedTuple):
 def _check(method: str, damping, maxiter, tol) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(maxiter, int) or isinstance(maxiter, bool) or maxiter < 0:
+    if not isinstance(maxiter, numbers.Integral) or isinstance(maxiter, bool) or maxiter < 0:
         raise ValueError(f"maxiter must be an int >= 0, got {maxiter!r}")
     for name, value in (("damping", damping), ("tol", tol)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -152,7 +153,10 @@ def implicit_hypergrad(
     Returns:
       ``(grad_outer, info)``: ``grad_outer`` shaped like ``outer``; ``info`` an
       :class:`ImplicitInfo`. A solve that stopped at ``maxiter`` above ``tol`` has
-      ``info.converged = False``.
+      ``info.converged = False``. ``converged`` judges the true residual, which
+      rounding keeps above CG's own estimate: in float32 with an ill-conditioned
+      ``H`` the default ``tol = 1e-6`` is near round-off, and ``1e-5`` or ``1e-4``
+      is the realistic request.
 
     Raises:
       ValueError: on an unknown ``method`` or a negative/non-finite setting.

@@ -16,6 +16,7 @@ which never forms the Jacobian.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -39,7 +40,8 @@ class ExpectationStats(NamedTuple):
 
 
 def _check(num_samples: int, minimum: int = 1) -> None:
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < minimum:
+    if (not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool)
+            or num_samples < minimum):
         raise ValueError(f"num_samples must be an int >= {minimum}, got {num_samples!r}")
 
 

@@ -25,6 +25,7 @@ like ``T``. ``checkpoint`` trades compute for memory:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -52,7 +53,7 @@ def init_inner_state(optimizer: optax.GradientTransformation, params: Any) -> In
 
 
 def _check(num_steps, checkpoint, batches):
-    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+    if not isinstance(num_steps, numbers.Integral) or isinstance(num_steps, bool) or num_steps < 1:
         raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
     if not (checkpoint is True or checkpoint is False or checkpoint in ("step", "sqrt")):
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
@@ -94,6 +95,7 @@ def unrolled_train(
       The :class:`InnerState` after ``T`` steps.
     """
     _check(num_steps, checkpoint, batches)
+    num_steps = int(num_steps)
 
     def step(carry: InnerState, batch):
         args = () if batches is None else (batch,)
