@@ -8,14 +8,27 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 
+# Debian's EGL and Mesa (software OpenGL) for backend="gl".
+GL_PACKAGES="libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri"
+
+system_packages() {
+  dpkg -s $GL_PACKAGES >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $GL_PACKAGES >/dev/null
+  else
+    echo "dev.sh: backend='gl' needs: apt-get install $GL_PACKAGES (run as root)" >&2
+  fi
+}
+
 setup() {
+  system_packages
   if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install -q uv
   # uv ignores pip's config; it needs the system certificates to reach the registry.
   UV_NATIVE_TLS=1 UV_COMPILE_BYTECODE=1 "$VENV/bin/uv" pip install -q \
-    --python "$VENV/bin/python" -e ".[test,bench]"
+    --python "$VENV/bin/python" --override overrides.txt -e ".[test,bench,gl]"
 }
 
 cmd=${1:-}

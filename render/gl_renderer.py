@@ -1,0 +1,220 @@
+"""OpenGL backend: pyrender over EGL (Mesa in software on machines without a GPU).
+
+Draws the marching-cubes meshes of :mod:`render.shapes` (the same geometry as the
+JAX renderer's SDFs) with the conventions of :mod:`render.spec`. One offscreen
+renderer per process is created on first use and reused (a GL context per image
+is far too slow); it is resized when the resolution changes.
+
+Not differentiable and not traceable: call it on concrete scenes, or through
+``render.black_box`` for finite-difference derivatives inside jitted code.
+
+The world of :mod:`render.spec` has ``+x`` to the right of the image while the
+camera looks along ``+z`` with ``y`` up, a mirror image of OpenGL's right-handed
+camera frame; we render with the camera's right axis along ``-x`` (a proper
+rotation) and flip the image left-right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from render import shapes, spec
+from render.jax_renderer import BACKGROUND, FIRST_OBJECT, GROUND, Image
+
+_GROUND_EXTENT = 60.0
+"""Half-size in metres of the ground quad (the JAX renderer's ground is infinite)."""
+
+_GAMMA = 2.2
+"""Pyrender's shader writes ``linear ** (1 / 2.2)``; we return linear colour like ``jax``."""
+
+_RENDERER = None
+"""The process's one ``pyrender.OffscreenRenderer``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GlRenderConfig:
+    """Options of the OpenGL backend.
+
+    Attributes:
+      shadows: shadow map of the directional light.
+      background_rgb: colour above the horizon when no background image is given.
+      mesh_resolution: marching-cubes grid of the object meshes.
+    """
+
+    shadows: bool = True
+    background_rgb: tuple[float, float, float] = (0.55, 0.6, 0.7)
+    mesh_resolution: int = shapes.DEFAULT_MESH_RESOLUTION
+
+
+def _pyrender():
+    """Imports pyrender for EGL, or says what to install."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    if not hasattr(np, "infty"):
+        np.infty = np.inf   # pyrender 0.1.45 still uses np.infty, removed in numpy 2
+    try:
+        import pyrender
+    except ImportError as err:
+        raise ImportError(
+            "backend='gl' needs pyrender: pip install -e '.[gl]' (and, on Debian, "
+            "apt-get install libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri)"
+        ) from err
+    return pyrender
+
+
+def _renderer(resolution):
+    global _RENDERER
+    pyrender = _pyrender()
+    h, w = resolution
+    if _RENDERER is None:
+        try:
+            _RENDERER = pyrender.OffscreenRenderer(w, h)
+        except Exception as err:   # EGL/Mesa missing or broken
+            raise RuntimeError(
+                f"backend='gl' could not create an EGL context ({type(err).__name__}: {err}); "
+                "install Debian's libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri"
+            ) from err
+    _RENDERER.viewport_width, _RENDERER.viewport_height = w, h
+    return _RENDERER
+
+
+def _shadow_scene_class(pyrender):
+    """A ``pyrender.Scene`` whose shadow map frames the objects, not the whole ground.
+
+    Pyrender fits a directional light's shadow map to ``scene.centroid`` and
+    ``scene.scale``; with a ground quad reaching the horizon that is ~170 m, and
+    10 cm objects fall inside one texel. Here both come from the objects' meshes
+    (``shadow_bounds``, set before rendering).
+    """
+    class ShadowScene(pyrender.Scene):
+        shadow_bounds = None
+
+        @property
+        def centroid(self):
+            if self.shadow_bounds is None:
+                return super().centroid
+            return self.shadow_bounds.mean(axis=0)
+
+        @property
+        def scale(self):
+            if self.shadow_bounds is None:
+                return super().scale
+            return float(np.linalg.norm(self.shadow_bounds[1] - self.shadow_bounds[0]))
+
+    return ShadowScene
+
+
+def camera_pose(height: float, elevation: float) -> np.ndarray:
+    """4x4 camera-to-world pose in OpenGL's convention (looks along its -z)."""
+    se, ce = math.sin(elevation), math.cos(elevation)
+    pose = np.eye(4)
+    pose[:3, 0] = (-1.0, 0.0, 0.0)          # right, mirrored (see module docstring)
+    pose[:3, 1] = (0.0, ce, se)             # up
+    pose[:3, 2] = (0.0, se, -ce)            # backwards: -forward
+    pose[:3, 3] = (0.0, height, 0.0)
+    return pose
+
+
+def _light_pose(azimuth: float, elevation: float) -> np.ndarray:
+    """Pose whose -z axis points from the light into the scene."""
+    towards = np.array([math.cos(elevation) * math.sin(azimuth), math.sin(elevation),
+                        math.cos(elevation) * math.cos(azimuth)])
+    z = towards
+    helper = np.array([1.0, 0.0, 0.0]) if abs(z[1]) > 0.9 else np.array([0.0, 1.0, 0.0])
+    x = np.cross(helper, z)
+    x /= np.linalg.norm(x)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2] = x, np.cross(z, x), z
+    return pose
+
+
+def object_vertices(class_id, shape_id, position, scale, azimuth, resolution):
+    """World vertices (V, 3), faces (F, 3) and unit vertex normals (V, 3) of one object."""
+    import trimesh
+    verts, faces = shapes.object_mesh(int(class_id), int(shape_id), resolution)
+    c, s = math.cos(azimuth), math.sin(azimuth)
+    # R_y(azimuth): local +x turns towards world -z, as in the JAX renderer.
+    rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    world = (np.asarray(verts, np.float64) * scale) @ rot.T + [position[0], 0.0, position[1]]
+    mesh = trimesh.Trimesh(world, np.asarray(faces), process=False)
+    return world, np.asarray(faces), np.asarray(mesh.vertex_normals)
+
+
+def render(scene, resolution=(64, 64), config: GlRenderConfig = GlRenderConfig(),
+           background=None) -> Image:
+    """Renders one concrete scene with pyrender (numpy in, ``Image`` of numpy out)."""
+    pyrender = _pyrender()
+    import trimesh
+    h, w = resolution
+    cam, light, obj = scene.camera, scene.light, scene.objects
+    g = lambda x: np.asarray(x, np.float64)   # noqa: E731
+    ambient = float(g(light.ambient))
+    gl_scene = _shadow_scene_class(pyrender)(bg_color=np.zeros(4), ambient_light=np.full(3, ambient))
+    # Pyrender's diffuse term is 0.96 albedo / pi times the intensity (F0 = 0.04).
+    sun = pyrender.DirectionalLight(color=np.ones(3),
+                                    intensity=float(g(light.strength)) * math.pi / 0.96)
+    gl_scene.add(sun, pose=_light_pose(float(g(light.azimuth)), float(g(light.elevation))))
+    gl_scene.add(pyrender.PerspectiveCamera(yfov=spec.VERTICAL_FOV, aspectRatio=w / h,
+                                            znear=0.005, zfar=2 * _GROUND_EXTENT),
+                 pose=camera_pose(float(g(cam.height)), float(g(cam.elevation))))
+
+    def material(rgb):
+        return pyrender.MetallicRoughnessMaterial(
+            baseColorFactor=np.append(np.clip(rgb, 0, 1), 1.0), metallicFactor=0.0,
+            roughnessFactor=1.0)
+
+    e = _GROUND_EXTENT
+    ground = trimesh.Trimesh([[-e, 0, -e], [e, 0, -e], [e, 0, e], [-e, 0, e]],
+                             [[0, 2, 1], [0, 3, 2]], process=False)
+    nodes = {gl_scene.add(pyrender.Mesh.from_trimesh(ground, material=material(g(scene.ground_rgb)),
+                                                     smooth=False)): GROUND}
+    normal_meshes = [(ground.vertices, ground.faces, np.tile([0.0, 1.0, 0.0], (4, 1)))]
+    for k in np.flatnonzero(np.asarray(obj.valid)):
+        verts, faces, normals = object_vertices(
+            obj.class_id[k], obj.shape_id[k], g(obj.position[k]), float(g(obj.scale[k])),
+            float(g(obj.azimuth[k])), config.mesh_resolution)
+        mesh = trimesh.Trimesh(verts, faces, process=False)
+        node = gl_scene.add(pyrender.Mesh.from_trimesh(mesh, material=material(g(obj.rgb[k]))))
+        nodes[node] = FIRST_OBJECT + int(k)
+        normal_meshes.append((verts, faces, normals))
+
+    if len(normal_meshes) > 1:
+        points = np.concatenate([v for v, _, _ in normal_meshes[1:]])
+        gl_scene.shadow_bounds = np.stack([points.min(0), points.max(0)]) + [[-0.2], [0.2]]
+    r = _renderer(resolution)
+    flags = pyrender.RenderFlags.SHADOWS_DIRECTIONAL if config.shadows else pyrender.RenderFlags.NONE
+    color, depth = r.render(gl_scene, flags=flags)
+    seg_map = {node: np.array([i, 0, 0], np.uint8) for node, i in nodes.items()}
+    seg, _ = r.render(gl_scene, flags=pyrender.RenderFlags.SEG, seg_node_map=seg_map)
+    instance = seg[..., 0].astype(np.int32)
+
+    # Normals: an unlit pass whose vertex colours encode world normals.
+    flat = pyrender.Scene(bg_color=np.zeros(4), ambient_light=np.ones(3))
+    flat.add(pyrender.PerspectiveCamera(yfov=spec.VERTICAL_FOV, aspectRatio=w / h,
+                                        znear=0.005, zfar=2 * _GROUND_EXTENT),
+             pose=camera_pose(float(g(cam.height)), float(g(cam.elevation))))
+    for verts, faces, normals in normal_meshes:
+        mesh = trimesh.Trimesh(verts, faces, vertex_colors=np.c_[(normals + 1) / 2, np.ones(len(normals))],
+                               process=False)
+        flat.add(pyrender.Mesh.from_trimesh(mesh, smooth=True))
+    encoded, _ = r.render(flat, flags=pyrender.RenderFlags.FLAT)
+    normals = encoded[..., :3].astype(np.float64) / 255 * 2 - 1
+    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
+    normals = np.where(norm > 0, normals / np.maximum(norm, 1e-9), 0.0)
+
+    rgb = (color[..., :3].astype(np.float64) / 255) ** _GAMMA   # pyrender writes x^(1/2.2)
+    if background is None:
+        bg = np.broadcast_to(np.asarray(config.background_rgb, np.float64), (h, w, 3))
+    else:
+        from PIL import Image as PILImage
+        bg_u8 = (np.clip(np.asarray(background, np.float64), 0, 1) * 255).astype(np.uint8)
+        bg = np.asarray(PILImage.fromarray(bg_u8).resize((w, h), PILImage.BILINEAR)) / 255
+        bg = bg[:, ::-1]    # undone by the flip below, so the image is not mirrored
+    rgb = np.where((instance == BACKGROUND)[..., None], bg, rgb)
+    normals = np.where((instance == BACKGROUND)[..., None], 0.0, normals)
+    flip = lambda a: np.ascontiguousarray(a[:, ::-1])   # noqa: E731
+    return Image(rgb=flip(rgb).astype(np.float32), depth=flip(depth).astype(np.float32),
+                 normals=flip(normals).astype(np.float32), instance=flip(instance))
