@@ -9,6 +9,8 @@ import jax
 import numpy as np
 
 from render import gl_renderer, jax_renderer
+from render.black_box import black_box
+from render.finite_diff import FD
 from render.jax_renderer import Image
 from render.scene import Scene
 
@@ -84,3 +86,49 @@ def _render_on_host(fn, scene, resolution, config, background, batch, backend) -
     images = [fn(jax.tree_util.tree_map(lambda x, i=i: x[i], flat), resolution, config, background)
               for i in range(count)]
     return jax.tree_util.tree_map(lambda *xs: np.stack(xs).reshape(batch + xs[0].shape), *images)
+
+
+def host_render(backend: str, *, resolution: tuple[int, int] = (64, 64),
+                fields: tuple[str, ...] = ("rgb",), fd: FD = FD(), **options: Any
+                ) -> Callable[..., Any]:
+    """A host backend made callable under ``jit``/``vmap``/``grad`` by ``render.black_box``.
+
+    Derivatives are finite differences (``fd``) with respect to every float leaf of
+    the scene that is being differentiated: ``2 d`` renders for ``d`` such numbers
+    (central), or ``2 m`` (random directions). Host renderers quantise colour to 8
+    bits, so use steps far above 1/255 of the image change (e.g. ``FD(step=0.05)``
+    for a light strength).
+
+    Args:
+      backend: one of ``HOST_BACKENDS``.
+      resolution: (H, W) in pixels.
+      fields: which ``Image`` fields to return, in order.
+      fd: finite-difference settings.
+      **options: fields of the backend's config.
+
+    Returns:
+      ``g(scene, key=None)`` returning a tuple of the requested fields (one
+      unbatched scene; ``jax.vmap`` it for a batch).
+    """
+    if backend not in HOST_BACKENDS:
+        raise ValueError(f"backend={backend!r} is not a host backend; one of {sorted(HOST_BACKENDS)}")
+    h, w = (int(r) for r in resolution)
+    specs = {"rgb": ((h, w, 3), np.float32), "depth": ((h, w), np.float32),
+             "normals": ((h, w, 3), np.float32), "instance": ((h, w), np.int32)}
+    unknown = [f for f in fields if f not in specs]
+    if unknown or not fields:
+        raise ValueError(f"fields={fields!r} must name Image fields {tuple(specs)}")
+    result_shape = tuple(jax.ShapeDtypeStruct(*specs[f]) for f in fields)
+
+    def g(scene: Scene, key=None):
+        leaves, treedef = jax.tree_util.tree_flatten(scene)
+
+        def host(*arrays):
+            image = render(jax.tree_util.tree_unflatten(treedef, arrays), backend=backend,
+                           resolution=(h, w), **options)
+            return tuple(getattr(image, f) for f in fields)
+
+        host.__qualname__ = f"render(backend={backend!r})"
+        return black_box(host, result_shape, fd=fd)(*leaves, key=key)
+
+    return g

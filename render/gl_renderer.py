@@ -16,6 +16,7 @@ rotation) and flip the image left-right.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import os
@@ -32,7 +33,10 @@ _GAMMA = 2.2
 """Pyrender's shader writes ``linear ** (1 / 2.2)``; we return linear colour like ``jax``."""
 
 _RENDERER = None
-"""The process's one ``pyrender.OffscreenRenderer``."""
+"""The process's one ``pyrender.OffscreenRenderer``, used on ``_GL_THREAD`` only."""
+
+_GL_THREAD = None
+"""The one thread that owns the EGL context."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +149,23 @@ def object_vertices(class_id, shape_id, position, scale, azimuth, resolution):
 
 def render(scene, resolution=(64, 64), config: GlRenderConfig = GlRenderConfig(),
            background=None) -> Image:
-    """Renders one concrete scene with pyrender (numpy in, ``Image`` of numpy out)."""
+    """Renders one concrete scene with pyrender (numpy in, ``Image`` of numpy out).
+
+    An EGL context is current in one thread only, and JAX runs callbacks (e.g.
+    ``render.host_render`` under ``jit``) on threads of its own, so every render
+    runs on the process's one GL thread.
+    """
+    return _gl_thread().submit(_render, scene, resolution, config, background).result()
+
+
+def _gl_thread() -> concurrent.futures.ThreadPoolExecutor:
+    global _GL_THREAD
+    if _GL_THREAD is None:
+        _GL_THREAD = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="render-gl")
+    return _GL_THREAD
+
+
+def _render(scene, resolution, config, background) -> Image:
     pyrender = _pyrender()
     import trimesh
     h, w = resolution
