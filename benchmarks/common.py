@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import os
@@ -13,12 +14,10 @@ import jax
 
 def cpu_model() -> str:
     """``model name`` from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
+    with contextlib.suppress(OSError):
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 
@@ -35,3 +34,12 @@ def machine_info(packages: tuple[str, ...] = ("jax", "jaxlib")) -> dict:
             "jax": jax.__version__, "device": str(jax.devices()[0]),
             "device_kind": jax.devices()[0].device_kind, "versions": versions,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def main(parse_args, run, write, argv=None) -> dict:
+    """A benchmark's entry point: parse, run, write JSON/.md/.png, print the table."""
+    config, out = parse_args(argv)
+    result = run(config)
+    print(write(result, out))
+    print(f"\nwrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+    return result

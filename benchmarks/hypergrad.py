@@ -956,11 +956,7 @@ def parse_args(argv=None) -> tuple[Config, pathlib.Path]:
 
 
 def main(argv=None) -> dict:
-    config, out = parse_args(argv)
-    result = run(config)
-    print(write(result, out))
-    print(f"\nwrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
-    return result
+    return common.main(parse_args, run, write, argv)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import render  # noqa: E402
+from benchmarks import common  # noqa: E402
 from benchmarks.common import machine_info  # noqa: E402
 
 MODES = ("forward", "grad")
@@ -299,11 +300,7 @@ def parse_args(argv=None) -> tuple[Config, pathlib.Path]:
 
 
 def main(argv=None) -> dict:
-    config, out = parse_args(argv)
-    result = run(config)
-    print(write(result, out))
-    print(f"\nwrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
-    return result
+    return common.main(parse_args, run, write, argv)
 
 
 if __name__ == "__main__":
