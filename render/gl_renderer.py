@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import math
 import os
 
@@ -85,6 +86,7 @@ def _renderer(resolution):
     return _RENDERER
 
 
+@functools.cache
 def _shadow_scene_class(pyrender):
     """A ``pyrender.Scene`` whose shadow map frames the objects, not the whole ground.
 
@@ -135,16 +137,24 @@ def _light_pose(azimuth: float, elevation: float) -> np.ndarray:
     return pose
 
 
+@functools.lru_cache(maxsize=None)
+def _canonical_normals(class_id: int, shape_id: int, resolution: int) -> np.ndarray:
+    """Unit vertex normals (V, 3) of a variant's canonical mesh, computed once."""
+    import trimesh
+    verts, faces = shapes.object_mesh(class_id, shape_id, resolution)
+    return np.asarray(trimesh.Trimesh(verts, faces, process=False).vertex_normals)
+
+
 def object_vertices(class_id, shape_id, position, scale, azimuth, resolution):
     """World vertices (V, 3), faces (F, 3) and unit vertex normals (V, 3) of one object."""
-    import trimesh
-    verts, faces = shapes.object_mesh(int(class_id), int(shape_id), resolution)
+    class_id, shape_id, resolution = int(class_id), int(shape_id), int(resolution)
+    verts, faces = shapes.object_mesh(class_id, shape_id, resolution)
     c, s = math.cos(azimuth), math.sin(azimuth)
     # R_y(azimuth): local +x turns towards world -z, as in the JAX renderer.
     rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
     world = (np.asarray(verts, np.float64) * scale) @ rot.T + [position[0], 0.0, position[1]]
-    mesh = trimesh.Trimesh(world, np.asarray(faces), process=False)
-    return world, np.asarray(faces), np.asarray(mesh.vertex_normals)
+    # A uniform scale and a rotation leave unit normals unit: rotate them only.
+    return world, np.asarray(faces), _canonical_normals(class_id, shape_id, resolution) @ rot.T
 
 
 def render(scene, resolution=(64, 64), config: GlRenderConfig = GlRenderConfig(),
@@ -167,7 +177,6 @@ def _gl_thread() -> concurrent.futures.ThreadPoolExecutor:
 
 def _render(scene, resolution, config, background) -> Image:
     pyrender = _pyrender()
-    import trimesh
     h, w = resolution
     cam, light, obj = scene.camera, scene.light, scene.objects
     g = lambda x: np.asarray(x, np.float64)   # noqa: E731
@@ -177,29 +186,30 @@ def _render(scene, resolution, config, background) -> Image:
     sun = pyrender.DirectionalLight(color=np.ones(3),
                                     intensity=float(g(light.strength)) * math.pi / 0.96)
     gl_scene.add(sun, pose=_light_pose(float(g(light.azimuth)), float(g(light.elevation))))
-    gl_scene.add(pyrender.PerspectiveCamera(yfov=spec.VERTICAL_FOV, aspectRatio=w / h,
-                                            znear=0.005, zfar=2 * _GROUND_EXTENT),
-                 pose=camera_pose(float(g(cam.height)), float(g(cam.elevation))))
+    camera = pyrender.PerspectiveCamera(yfov=spec.VERTICAL_FOV, aspectRatio=w / h,
+                                        znear=0.005, zfar=2 * _GROUND_EXTENT)
+    gl_scene.add(camera, pose=camera_pose(float(g(cam.height)), float(g(cam.elevation))))
 
     def material(rgb):
         return pyrender.MetallicRoughnessMaterial(
             baseColorFactor=np.append(np.clip(rgb, 0, 1), 1.0), metallicFactor=0.0,
             roughnessFactor=1.0)
 
+    def mesh(verts, faces, normals, **kwargs):
+        return pyrender.Mesh([pyrender.Primitive(positions=verts, normals=normals,
+                                                 indices=faces, **kwargs)])
+
     e = _GROUND_EXTENT
-    ground = trimesh.Trimesh([[-e, 0, -e], [e, 0, -e], [e, 0, e], [-e, 0, e]],
-                             [[0, 2, 1], [0, 3, 2]], process=False)
-    nodes = {gl_scene.add(pyrender.Mesh.from_trimesh(ground, material=material(g(scene.ground_rgb)),
-                                                     smooth=False)): GROUND}
-    normal_meshes = [(ground.vertices, ground.faces, np.tile([0.0, 1.0, 0.0], (4, 1)))]
+    ground = (np.array([[-e, 0, -e], [e, 0, -e], [e, 0, e], [-e, 0, e]], np.float64),
+              np.array([[0, 2, 1], [0, 3, 2]]), np.tile([0.0, 1.0, 0.0], (4, 1)))
+    nodes = {gl_scene.add(mesh(*ground, material=material(g(scene.ground_rgb)))): GROUND}
+    normal_meshes = [ground]
     for k in np.flatnonzero(np.asarray(obj.valid)):
-        verts, faces, normals = object_vertices(
+        parts = object_vertices(
             obj.class_id[k], obj.shape_id[k], g(obj.position[k]), float(g(obj.scale[k])),
             float(g(obj.azimuth[k])), config.mesh_resolution)
-        mesh = trimesh.Trimesh(verts, faces, process=False)
-        node = gl_scene.add(pyrender.Mesh.from_trimesh(mesh, material=material(g(obj.rgb[k]))))
-        nodes[node] = FIRST_OBJECT + int(k)
-        normal_meshes.append((verts, faces, normals))
+        nodes[gl_scene.add(mesh(*parts, material=material(g(obj.rgb[k]))))] = FIRST_OBJECT + int(k)
+        normal_meshes.append(parts)
 
     if len(normal_meshes) > 1:
         points = np.concatenate([v for v, _, _ in normal_meshes[1:]])
@@ -213,13 +223,9 @@ def _render(scene, resolution, config, background) -> Image:
 
     # Normals: an unlit pass whose vertex colours encode world normals.
     flat = pyrender.Scene(bg_color=np.zeros(4), ambient_light=np.ones(3))
-    flat.add(pyrender.PerspectiveCamera(yfov=spec.VERTICAL_FOV, aspectRatio=w / h,
-                                        znear=0.005, zfar=2 * _GROUND_EXTENT),
-             pose=camera_pose(float(g(cam.height)), float(g(cam.elevation))))
+    flat.add(camera, pose=camera_pose(float(g(cam.height)), float(g(cam.elevation))))
     for verts, faces, normals in normal_meshes:
-        mesh = trimesh.Trimesh(verts, faces, vertex_colors=np.c_[(normals + 1) / 2, np.ones(len(normals))],
-                               process=False)
-        flat.add(pyrender.Mesh.from_trimesh(mesh, smooth=True))
+        flat.add(mesh(verts, faces, normals, color_0=np.c_[(normals + 1) / 2, np.ones(len(normals))]))
     encoded, _ = r.render(flat, flags=pyrender.RenderFlags.FLAT)
     normals = encoded[..., :3].astype(np.float64) / 255 * 2 - 1
     norm = np.linalg.norm(normals, axis=-1, keepdims=True)
