@@ -8,15 +8,18 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 
-# Debian's EGL and Mesa (software OpenGL) for backend="gl".
+# Debian's EGL and Mesa (software OpenGL) for backend="gl"; the X11 client
+# libraries that bpy links against for backend="blender" (no display is used).
 GL_PACKAGES="libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri"
+BLENDER_PACKAGES="libx11-6 libxrender1 libxfixes3 libxi6 libxkbcommon0 libsm6 libice6 libxext6"
 
 system_packages() {
-  dpkg -s $GL_PACKAGES >/dev/null 2>&1 && return 0
+  dpkg -s $GL_PACKAGES $BLENDER_PACKAGES >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $GL_PACKAGES >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      $GL_PACKAGES $BLENDER_PACKAGES >/dev/null
   else
-    echo "dev.sh: backend='gl' needs: apt-get install $GL_PACKAGES (run as root)" >&2
+    echo "dev.sh: backends gl/blender need: apt-get install $GL_PACKAGES $BLENDER_PACKAGES (as root)" >&2
   fi
 }
 
@@ -28,7 +31,9 @@ setup() {
   "$VENV/bin/python" -m pip install -q uv
   # uv ignores pip's config; it needs the system certificates to reach the registry.
   UV_NATIVE_TLS=1 UV_COMPILE_BYTECODE=1 "$VENV/bin/uv" pip install -q \
-    --python "$VENV/bin/python" --override overrides.txt -e ".[test,bench,gl]"
+    --python "$VENV/bin/python" --override overrides.txt -e ".[test,bench,gl,ray]"
+  # backend="blender": bpy 5.0.1 and numpy<2 in a folder of their own (render.blender).
+  "$VENV/bin/python" -m render.blender install >/dev/null
 }
 
 cmd=${1:-}

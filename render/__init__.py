@@ -4,14 +4,14 @@ Public names are listed here; see ``render.spec`` for every range and unit.
 """
 
 from render import finite_diff, shapes, spec
-from render.api import BACKENDS, CONFIGS, HOST_BACKENDS, host_render, render
+from render.api import BACKENDS, CONFIGS, EXECUTORS, HOST_BACKENDS, host_render, render, render_many
 from render.black_box import BlackBoxError, black_box
 from render.finite_diff import FD
 from render.jax_renderer import Image, JaxRenderConfig
 from render.scene import Camera, Light, Objects, Scene, random_scene, validate
 
 __all__ = [
-    "BACKENDS", "CONFIGS", "FD", "HOST_BACKENDS", "BlackBoxError", "Camera", "Image",
+    "BACKENDS", "CONFIGS", "EXECUTORS", "FD", "HOST_BACKENDS", "BlackBoxError", "Camera", "Image",
     "JaxRenderConfig", "Light", "Objects", "Scene", "black_box", "finite_diff", "host_render",
-    "random_scene", "render", "shapes", "spec", "validate",
+    "random_scene", "render", "render_many", "shapes", "spec", "validate",
 ]
