@@ -215,7 +215,7 @@ def _render_with_ray(scenes, backend, resolution, options, background, bar) -> l
     if not ray.is_initialized():
         ray.init()
     if backend == "blender" and "threads" not in options:
-        options = {**options, "threads": 1}   # one Ray task holds one CPU
+        options = {**options, "threads": 2}   # a task holds one CPU; Cycles needs >= 2 threads
     # Ray re-runs a task whose worker process died; Blender crashes inside a task are
     # already retried by that process's own Blender pool.
     task = ray.remote(_render_one).options(max_retries=2)

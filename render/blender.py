@@ -64,7 +64,10 @@ class BlenderRenderConfig:
       denoise: OpenImageDenoise on the final image.
       device: ``"cpu"``, ``"gpu"`` (CUDA/OptiX/HIP/oneAPI; an error without one) or
         ``"auto"`` (a GPU when Cycles finds one).
-      threads: Cycles threads per worker; 0 divides the CPUs among the workers.
+      threads: Cycles threads per worker, 0 or at least 2; 0 divides the CPUs among
+        the workers (at least 2 each). One thread is refused: with one thread,
+        Cycles in bpy 5.0.1 keeps a CPU busy at 100% while the worker waits
+        (measured), which slows everything else on the machine.
       seed: Cycles' sampling seed (same seed, same noise).
       filter_width: pixel filter width in pixels (Cycles' default is 1.5).
       sun_angle: angular diameter of the sun in radians (penumbra width).
@@ -90,8 +93,9 @@ class BlenderRenderConfig:
             raise ValueError(f"samples={self.samples} must be >= 1")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device={self.device!r} must be 'auto', 'cpu' or 'gpu'")
-        if self.threads < 0:
-            raise ValueError(f"threads={self.threads} must be >= 0")
+        if self.threads < 0 or self.threads == 1:
+            raise ValueError(f"threads={self.threads} must be 0 (automatic) or >= 2: with one "
+                             "thread Cycles spins at 100% CPU while the worker is idle")
 
 
 class BlenderError(RuntimeError):
@@ -333,6 +337,12 @@ class Pool:
         with self._lock:
             return [w.pid for w in self._busy.values()]
 
+    def pids(self) -> list[int]:
+        """Process ids of the live workers, busy or idle."""
+        with self._lock:
+            workers = [w for w in list(self._idle.queue) + list(self._busy.values()) if w is not None]
+        return sorted(w.pid for w in workers if w.alive)
+
     def submit(self, request: Request) -> concurrent.futures.Future:
         """Schedules one request; the future holds ``(header, arrays)`` or raises BlenderError."""
         if self._closed:
@@ -463,7 +473,7 @@ def scene_request(scene, resolution, config: BlenderRenderConfig, name: str, wor
         keys.append(key)
         if key not in meshes:
             meshes[key] = shapes.object_mesh(c, s, config.mesh_resolution)
-    threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = config.threads or max(2, (os.cpu_count() or 1) // workers)
     header = {"op": "render", "config": {
         "resolution": [h, w], "samples": config.samples, "seed": config.seed,
         "filter_width": config.filter_width, "denoise": config.denoise, "device": config.device,

@@ -110,3 +110,21 @@ def test_render_many_in_parallel_equals_one_at_a_time():
         one = render.render(scenes[i], backend="blender", resolution=RESOLUTION, samples=8)
         np.testing.assert_array_equal(many.instance[i], one.instance)
         np.testing.assert_allclose(many.rgb[i], one.rgb, atol=1e-6)
+
+
+def test_idle_workers_leave_the_cpus_alone():
+    """Cycles with one thread spins while idle; the pool never asks for one thread."""
+    with blender.Pool(2) as pool:
+        blender.render_scenes(_scenes(2), RESOLUTION, CONFIG, pool=pool)
+        pids = pool.pids()
+        assert len(pids) == 2
+
+        def cpu_seconds(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                user, system = f.read().rsplit(")", 1)[1].split()[11:13]
+            return (int(user) + int(system)) / os.sysconf("SC_CLK_TCK")
+
+        before = [cpu_seconds(p) for p in pids]
+        time.sleep(1.0)
+        used = [cpu_seconds(p) - b for p, b in zip(pids, before)]
+        assert max(used) < 0.2, used

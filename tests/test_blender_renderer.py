@@ -153,6 +153,8 @@ def test_bad_options_and_a_missing_blender_folder_are_named(tmp_path, monkeypatc
         render.render(scene, backend="blender", max_steps=3)
     with pytest.raises(ValueError, match="device"):
         render.render(scene, backend="blender", device="tpu")
+    with pytest.raises(ValueError, match="threads=1 must be 0"):
+        render.render(scene, backend="blender", threads=1)
     monkeypatch.setenv("SCENE_OPT_BLENDER_ENV", str(tmp_path))
     with blender.Pool(1) as pool, pytest.raises(ImportError, match="render.blender install"):
         blender.render_scenes([jax.tree.map(np.asarray, scene)], (16, 16),

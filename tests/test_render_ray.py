@@ -27,7 +27,7 @@ def local_ray():
 @pytest.mark.slow
 def test_blender_and_gl_on_ray_match_local_rendering(local_ray):
     scenes = [render.random_scene(jax.random.key(i), num_objects=4) for i in range(4)]
-    kw = dict(resolution=(32, 40), samples=8, threads=1)
+    kw = dict(resolution=(32, 40), samples=8, threads=2)
     on_ray = render.render_many(scenes, backend="blender", executor="ray", **kw)
     local = render.render_many(scenes, backend="blender", **kw)
     assert on_ray.rgb.shape == (4, 32, 40, 3)
