@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.metadata
+import json
 import os
 import pathlib
 import platform
@@ -43,3 +44,14 @@ def main(parse_args, run, write, argv=None) -> dict:
     print(write(result, out))
     print(f"\nwrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.png')}")
     return result
+
+
+def write_outputs(result: dict, out: pathlib.Path, markdown, plot) -> str:
+    """Writes ``out`` (JSON), ``markdown(result)`` to its ``.md`` sibling and
+    ``plot(result, path)`` to its ``.png`` sibling; returns the Markdown."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    table = markdown(result)
+    out.with_suffix(".md").write_text(table + "\n")
+    plot(result, out.with_suffix(".png"))
+    return table

@@ -83,7 +83,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import math
 import pathlib
 import statistics
@@ -921,12 +920,7 @@ def plot(result: dict, path: pathlib.Path) -> None:
 
 def write(result: dict, out: pathlib.Path) -> str:
     """Writes ``out`` (JSON) and its ``.md`` and ``.png`` siblings; returns the Markdown."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    table = markdown(result)
-    out.with_suffix(".md").write_text(table + "\n")
-    plot(result, out.with_suffix(".png"))
-    return table
+    return common.write_outputs(result, out, markdown, plot)
 
 
 def parse_args(argv=None) -> tuple[Config, pathlib.Path]:
