@@ -2,7 +2,7 @@
 # One entry point that sets everything up on a fresh machine, then runs a job.
 #   ./dev.sh demo   render random scenes with the JAX renderer -> results/demo/
 #   ./dev.sh test   run the test suite (what CI runs)
-#   ./dev.sh bench  run the render benchmark -> results/render_speed.json
+#   ./dev.sh bench  render benchmarks -> results/render_speed.json, results/render_backends.json
 #   ./dev.sh bench-hypergrad  hypergradients vs jaxopt/optimistix -> results/hypergrad.json
 set -euo pipefail
 cd "$(dirname "$0")"
