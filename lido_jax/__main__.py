@@ -1,0 +1,28 @@
+"""``python -m lido_jax COMMAND ...``: the LiDO command line.
+
+Each command lives in its module as ``add_<name>_command(subparsers)``, which adds a
+subparser and sets ``run=fn(args) -> exit code`` as its default; register a new one
+by importing it and appending it to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lido_jax.dataset import add_dataset_command
+
+COMMANDS = (add_dataset_command,)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lido_jax", description=__doc__.split("\n\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
