@@ -51,7 +51,8 @@ class FitConfig:
       step: the initial step of Simplex and the largest line-search step of TNC, as
         a fraction of each LV's range (0.03 of the 4 m position range is 12 cm, about
         an object's size: larger steps let both push objects out of the image).
-      fd_step: finite-difference step of GBO with ``backend="gl"``.
+      fd_step: GBO with ``backend="gl"``: central-difference step as a fraction of
+        each LV's range.
     """
 
     method: str = "gbo"
@@ -125,8 +126,7 @@ def _compiled(backend: str, resolution: tuple[int, int], shadows: bool, sigma: f
         def image(s):
             return render.render(s, resolution=resolution, shadows=shadows).rgb
     else:
-        g = render.host_render("gl", resolution=resolution, shadows=shadows,
-                               fd=render.FD(step=fd_step))
+        g = render.host_render("gl", resolution=resolution, shadows=shadows)
 
         def image(s):
             return g(s)[0]
@@ -137,7 +137,7 @@ def _compiled(backend: str, resolution: tuple[int, int], shadows: bool, sigma: f
         return negative_log_likelihood(image(latents.put(base, slots, x)), observed,
                                        sigma=sigma, inlier=inlier)
 
-    return jax.jit(nll), jax.jit(jax.value_and_grad(nll))
+    return jax.jit(nll), (jax.jit(jax.value_and_grad(nll)) if backend == "jax" else None)
 
 
 class _Objective:
@@ -150,14 +150,34 @@ class _Objective:
         self._value, self._value_and_grad = _compiled(
             config.backend, tuple(int(r) for r in config.resolution), config.shadows,
             config.sigma, config.inlier, config.fd_step, int(scene.objects.valid.shape[0]))
+        self.backend, self.fd_step = config.backend, config.fd_step
         self.start = time.perf_counter()
         self.times, self.values, self.vectors = [], [], []
 
     def value(self, x):
         return self._value(jnp.asarray(x, jnp.float32), self.base, self.observed)
 
-    def value_and_grad(self, x):
-        return self._value_and_grad(jnp.asarray(x, jnp.float32), self.base, self.observed)
+    def value_and_grad(self, x, index, width):
+        """The objective and its gradient with respect to ``x[index]``.
+
+        JAX renderer: reverse mode through the renderer (one compile for every set).
+        gl: central differences of the objective along each LV of the set, steps of
+        ``fd_step`` times the LV's range (``2 len(index)`` renders; the renders go
+        through ``render.black_box``).
+        """
+        x = jnp.asarray(x, jnp.float32)
+        if self.backend == "jax":
+            value, grad = self._value_and_grad(x, self.base, self.observed)
+            return value, np.asarray(grad, np.float64)[index]
+        x0 = x[index]
+        scale = jnp.asarray(width, jnp.float32)
+
+        def in_units(u):
+            return self._value(x.at[index].set(x0 + u * scale), self.base, self.observed)
+
+        grad = render.finite_diff.central_jacobian(
+            in_units, jnp.zeros(len(index), jnp.float32), step=self.fd_step)
+        return self.value(x), np.asarray(grad, np.float64) / np.asarray(width)
 
     def record(self, x, value):
         self.times.append(time.perf_counter() - self.start)
@@ -218,9 +238,9 @@ def _fit_gbo(objective: _Objective, x, index, lo, hi, config: FitConfig):
     def f(v):
         full = x.copy()
         full[index] = v
-        value, grad = objective.value_and_grad(full)
+        value, grad = objective.value_and_grad(full, index, hi[index] - lo[index])
         objective.record(full, value)
-        return float(value), np.asarray(grad, np.float64)[index]
+        return float(value), grad
 
     result = scipy.optimize.minimize(
         f, x[index], jac=True, method="TNC", bounds=list(zip(lo[index], hi[index])),

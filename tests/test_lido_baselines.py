@@ -73,3 +73,19 @@ def test_fit_rejects_bad_input(problems):
         baselines.fit(jax.tree.map(lambda x: x[None], start), observed)
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         baselines.fit(start, observed[..., 0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", baselines.METHODS)
+def test_baselines_render_in_the_loop_with_gl(method):
+    """pyrender in the loop (through render.host_render/black_box; GBO by central
+    differences): a perturbed ground and object colour come back."""
+    truth = render.random_scene(jax.random.key(5), num_objects=1, max_objects=2)
+    observed = render.render(truth, backend="gl", resolution=(24, 24)).rgb
+    slots = _slots(truth, "colours")
+    start = latents.perturb(jax.random.key(6), truth, 0.2, slots)
+    config = baselines.FitConfig(method=method, backend="gl", resolution=(24, 24),
+                                 iterations=6 if method == "gbo" else 12)
+    result = baselines.fit(start, observed, config)
+    assert result.nll.min() < result.nll[0]
+    assert _distance(result.scene, truth, slots) < 0.7 * _distance(start, truth, slots)
