@@ -11,8 +11,9 @@ import argparse
 import sys
 
 from lido_jax.dataset import add_dataset_command
+from lido_jax.fit import add_fit_command
 
-COMMANDS = (add_dataset_command,)
+COMMANDS = (add_dataset_command, add_fit_command)
 
 
 def main(argv: list[str] | None = None) -> int:

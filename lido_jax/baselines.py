@@ -214,7 +214,7 @@ def fit(scene: render.Scene, observed, config: FitConfig = FitConfig(), *,
     if config.order == "sequential":
         groups = [(name, [names[s.name] for s in group]) for name, group in latents.lv_sets(scene)]
     else:
-        groups = [("all", list(range(len(slots))))]
+        groups = [("all", [names[s.name] for s in latents.all_slots(scene)])]   # valid objects
     lo, hi = latents.bounds(slots)
     x = np.array(latents.get(scene, slots), np.float64)
     objective.record(x, objective.value(x))
