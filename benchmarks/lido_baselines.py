@@ -177,7 +177,8 @@ def run(config: Config) -> dict:
                   **{m: {"wall_s": records[m][s]["wall_s"],
                          "evaluations": records[m][s]["evaluations"],
                          "nll_init": records[m][s]["nll"][0],
-                         "nll_fit": min(records[m][s]["nll"])} for m in METHODS}}
+                         "nll_fit": min((v for v in records[m][s]["nll"] if v is not None),
+                                        default=None)} for m in METHODS}}
                  for s, i in enumerate(summary["scenes"])]
     header = {"machine": common.machine_info(), "config": dataclasses.asdict(config),
               "observed_resolution": config.observed_resolution,

@@ -31,6 +31,8 @@ from lido_jax import latents
 from lido_jax.likelihood import INLIER, SIGMA, negative_log_likelihood
 
 METHODS: tuple[str, ...] = ("gbo", "simplex")
+_PENALTY = 1e30
+"""What the optimisers see for a non-finite objective (recorded as it was)."""
 DEFAULT_ITERATIONS: dict[str, int] = {"gbo": 50, "simplex": 100}
 """Iterations per LV set (the paper's budgets: GBO 50, Simplex 100)."""
 
@@ -227,7 +229,8 @@ def fit(scene: render.Scene, observed, config: FitConfig = FitConfig(), *,
             x = (_fit_gbo if config.method == "gbo" else _fit_simplex)(
                 objective, x, np.asarray(index), lo, hi, config)
             used.append((name, len(objective.times) - before))
-    best = int(np.argmin(objective.values))
+    values = np.asarray(objective.values)
+    best = int(np.nanargmin(np.where(np.isfinite(values), values, np.nan)))
     final = latents.clip(latents.put(scene, slots, objective.vectors[best].astype(np.float32)))
     return FitResult(scene=final, times=np.asarray(objective.times), nll=np.asarray(objective.values),
                      vectors=np.stack(objective.vectors), slots=slots, sets=used)
@@ -240,14 +243,17 @@ def _fit_gbo(objective: _Objective, x, index, lo, hi, config: FitConfig):
         full[index] = v
         value, grad = objective.value_and_grad(full, index, hi[index] - lo[index])
         objective.record(full, value)
-        return float(value), grad
+        if not np.isfinite(value):   # a failed render must not steer TNC into NaNs
+            return _PENALTY, np.zeros(len(index))
+        return float(value), np.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
     result = scipy.optimize.minimize(
         f, x[index], jac=True, method="TNC", bounds=list(zip(lo[index], hi[index])),
         options={"maxfun": config.budget, "scale": hi[index] - lo[index],
                  "stepmx": config.step})
     out = x.copy()
-    out[index] = np.clip(result.x, lo[index], hi[index])
+    if np.all(np.isfinite(result.x)):
+        out[index] = np.clip(result.x, lo[index], hi[index])
     return out
 
 
@@ -260,7 +266,7 @@ def _fit_simplex(objective: _Objective, x, index, lo, hi, config: FitConfig):
         full[index] = lo[index] + np.clip(u, 0.0, 1.0) * width
         value = objective.value(full)
         objective.record(full, value)
-        return float(value)
+        return float(value) if np.isfinite(value) else _PENALTY
 
     u0 = (x[index] - lo[index]) / width
     d = len(index)

@@ -151,7 +151,8 @@ def error_trace(result: baselines.FitResult, gt: render.Scene, resolution,
     """
     if points < 2:
         raise ValueError(f"points={points} must be >= 2 (the first and the last evaluation)")
-    nll = np.asarray(result.nll)
+    nll = np.asarray(result.nll, np.float64)
+    nll = np.where(np.isfinite(nll), nll, np.inf)   # a failed render is never the best
     index = np.unique(np.round(np.linspace(0, len(nll) - 1, min(points, len(nll)))).astype(int))
     best = [int(np.argmin(nll[:i + 1])) for i in index]
     errors: dict[str, list[float]] = {k: [] for k in metrics.LV_SETS}
