@@ -112,7 +112,7 @@ def load_scene(path: str | os.PathLike) -> tuple[render.Scene, dict[str, np.ndar
     return scene, arrays
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Writes a file under a temporary name in its folder, then renames it into place."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -126,7 +126,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """An ``np.load``-able archive with fixed timestamps: same arrays, same bytes."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -240,8 +240,8 @@ def write_dataset(out: str | os.PathLike, num: int, settings: Settings = Setting
         for i in todo:
             arrays = make_scene(i, settings)
             path = scene_path(out, i)
-            _atomic_write(path, _npz_bytes(arrays))
-            _atomic_write(path.with_suffix(".png"), preview_png(
+            atomic_write(path, npz_bytes(arrays))
+            atomic_write(path.with_suffix(".png"), preview_png(
                 arrays["rgb"], arrays["contact_pixels"], arrays["objects.class_id"]))
             bar.update(1)
     return _write_manifest(out, {"settings": wanted, "count": max(num, previous),
@@ -253,7 +253,7 @@ def _write_manifest(out: Path, manifest: dict) -> Path:
     path = out / MANIFEST
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     if not path.exists() or path.read_text() != text:
-        _atomic_write(path, text.encode())
+        atomic_write(path, text.encode())
     return path
 
 

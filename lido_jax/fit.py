@@ -253,7 +253,7 @@ def _write_text(path: Path, text: str) -> bool:
     """Writes ``text`` atomically unless the file already holds it; True if written."""
     if path.exists() and path.read_text() == text:
         return False
-    dataset._atomic_write(path, text.encode())
+    dataset.atomic_write(path, text.encode())
     return True
 
 
@@ -408,7 +408,7 @@ def fit_dataset(data: str | os.PathLike, out: str | os.PathLike,
                                        trace_points=trace_points)
             record = {"index": index, "source": str(path), "seed": seed,
                       "init_perturbation": init_perturbation, **record}
-            dataset._atomic_write(npz, dataset._npz_bytes(
+            dataset.atomic_write(npz, dataset.npz_bytes(
                 {**dataset.scene_leaves(result.scene), "index": np.asarray(index, np.int64)}))
             _write_text(record_path, json.dumps(json_safe(record), indent=1) + "\n")
             scenes[m] = result.scene
@@ -419,7 +419,7 @@ def fit_dataset(data: str | os.PathLike, out: str | os.PathLike,
             shadows = configs[methods[0]].shadows
             images = {"init": render_image(init, resolution, shadows).rgb}
             images.update({m: render_image(s, resolution, shadows).rgb for m, s in scenes.items()})
-            dataset._atomic_write(png, comparison_png(arrays["rgb"], arrays["instance"],
+            dataset.atomic_write(png, comparison_png(arrays["rgb"], arrays["instance"],
                                                       gt.objects.valid, images))
         done.append(index)
         if wrote:
