@@ -386,7 +386,10 @@ def render(scene: Scene, resolution=(64, 64), config: JaxRenderConfig = JaxRende
         start = sg(p + _SHADOW_OFFSET * normal)
         closeness = _sdf(_row(objs, k), start + tr.near_t[k] * light) / tr.near_t[k]
         factor = jnp.clip(closeness / config.shadow_softness, 0.0, 1.0)
-        return jnp.where(jnp.isfinite(tr.near[k]), factor, 1.0)
+        # A ray that hit is in the umbra: a constant 0. Its last sample's SDF lies on
+        # the occluder's light side, and its derivative would say that moving the
+        # occluder towards the light lifts the whole umbra.
+        return jnp.where(tr.hit, 0.0, jnp.where(jnp.isfinite(tr.near[k]), factor, 1.0))
 
     def finish(d, tr, p, normal, rgb, instance, sun, bg_rgb):
         """Shading plus the silhouette blend of the object passed closest to."""

@@ -302,3 +302,25 @@ def test_textures_and_background_image():
     assert ratio[unclipped].std() > 0.05
     assert 0.5 < ratio[unclipped].min() and ratio[unclipped].max() < 1.5
     assert abs(np.median(ratio[unclipped]) - 1.0) < 0.15
+
+
+@pytest.mark.slow
+def test_position_gradient_with_shadows_matches_a_finite_difference():
+    """With shadows on, moving objects back towards where they were lowers the pixel
+    loss at the rate a central difference says. Regression: shadow rays that hit an
+    occluder once differentiated its SDF at the hit, which flipped this sign."""
+    res = (48, 48)
+    truth = render.random_scene(jax.random.key(1), num_objects=2, max_objects=3)
+    target = render.render(truth, resolution=res, shadows=True).rgb
+    offset = jnp.array([[-0.0196, 0.0282], [0.0162, 0.0207], [0.0, 0.0]], jnp.float32)
+
+    def loss(t):
+        moved = truth.objects.replace(position=truth.objects.position + (1 - t) * offset)
+        rgb = render.render(truth.replace(objects=moved), resolution=res, shadows=True).rgb
+        return jnp.sum((rgb - target) ** 2)
+
+    g = float(jax.jit(jax.grad(loss))(jnp.float32(0.0)))
+    fd = [(float(loss(jnp.float32(h))) - float(loss(jnp.float32(-h)))) / (2 * h) for h in (0.05, 0.2)]
+    assert all(f < 0 for f in fd), fd
+    assert g < 0, f"gradient {g} has the wrong sign (finite differences {fd})"
+    assert 0.7 < g / fd[0] < 1.4, (g, fd)
