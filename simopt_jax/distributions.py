@@ -9,17 +9,51 @@ updated by optax. Every distribution provides
   over independent coordinates;
 - ``reparameterised``: whether ``sample`` is differentiable in ``psi`` with the
   right derivative (pathwise estimators need it);
-- ``init(...) -> psi``: parameters from natural quantities.
+- ``init(...) -> psi``: parameters from natural quantities; it raises
+  ``ValueError`` naming an argument out of range (checked for concrete values,
+  not for traced ones).
+
+The family: :class:`Gaussian` (positions), :class:`LogNormal` (positive
+quantities: sizes, intensities), :class:`VonMises` (angles), :class:`Categorical`
+(discrete choices) and :class:`Mixture` of any one of them (multi-modal scene
+parameters, e.g. mixtures of Gaussians for positions and of von Mises for poses).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy import stats
+from jax.scipy.special import i0e, logsumexp
+
+
+def _checked(name: str, value, *, positive: bool) -> jax.Array:
+    """``value`` as a float array; ``ValueError`` naming ``name`` if it is out of range.
+
+    ``positive``: require ``> 0`` everywhere, else ``>= 0``. Traced values pass
+    unchecked.
+    """
+    value = jnp.asarray(value, dtype=jnp.result_type(float))
+    if not isinstance(value, jax.core.Tracer):
+        array = np.asarray(value)
+        if not np.all(array > 0 if positive else array >= 0):
+            bound = "> 0" if positive else ">= 0"
+            raise ValueError(f"{name} must be {bound} everywhere, got {array}")
+    return value
+
+
+def _broadcast(name: str, value: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``value`` broadcast to ``shape``; ``ValueError`` naming ``name`` if it does not."""
+    try:
+        return jnp.broadcast_to(value, shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {value.shape} does not broadcast to shape {shape}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +67,15 @@ class Gaussian:
 
     @staticmethod
     def init(loc, scale) -> dict[str, jax.Array]:
+        """Parameters of ``N(loc, scale^2)`` per coordinate.
+
+        Args:
+          loc: ``(*shape)`` means, in the units of ``s``.
+          scale: standard deviations ``> 0`` (units of ``s``), broadcast to ``loc``.
+        """
         loc = jnp.asarray(loc, dtype=jnp.result_type(float))
-        return {"loc": loc, "log_scale": jnp.log(jnp.broadcast_to(scale, loc.shape).astype(loc.dtype))}
+        scale = _broadcast("scale", _checked("scale", scale, positive=True), loc.shape)
+        return {"loc": loc, "log_scale": jnp.log(scale.astype(loc.dtype))}
 
     @staticmethod
     def sample(key: jax.Array, psi: dict[str, jax.Array]) -> jax.Array:
@@ -45,6 +86,127 @@ class Gaussian:
     @staticmethod
     def log_prob(psi: dict[str, jax.Array], s: jax.Array) -> jax.Array:
         return jnp.sum(stats.norm.logpdf(s, psi["loc"], jnp.exp(psi["log_scale"])))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogNormal:
+    """Independent log-normals, ``psi = {"loc": (*shape), "log_scale": (*shape)}``.
+
+    ``log s ~ N(loc, exp(log_scale)^2)``: ``loc`` and ``log_scale`` are those of the
+    underlying normal. ``s = exp(loc + exp(log_scale) * eps)`` with ``eps ~ N(0, I)``:
+    reparameterised. The density includes the Jacobian ``1 / s`` of ``log``; it is
+    zero (``log_prob = -inf``) for ``s <= 0``.
+    """
+
+    reparameterised = True
+
+    @staticmethod
+    def init(median, sigma) -> dict[str, jax.Array]:
+        """Parameters from the median and the spread of ``log s``.
+
+        Args:
+          median: ``(*shape)`` medians ``exp(loc) > 0``, in the units of ``s``.
+          sigma: standard deviations ``> 0`` of ``log s`` (dimensionless: ``s`` is
+            within a factor ``exp(sigma)`` of the median with probability 0.68),
+            broadcast to ``median``.
+        """
+        median = _checked("median", median, positive=True)
+        sigma = _broadcast("sigma", _checked("sigma", sigma, positive=True), median.shape)
+        return {"loc": jnp.log(median), "log_scale": jnp.log(sigma.astype(median.dtype))}
+
+    @staticmethod
+    def sample(key: jax.Array, psi: dict[str, jax.Array]) -> jax.Array:
+        return jnp.exp(Gaussian.sample(key, psi))
+
+    @staticmethod
+    def log_prob(psi: dict[str, jax.Array], s: jax.Array) -> jax.Array:
+        positive = s > 0
+        log_s = jnp.log(jnp.where(positive, s, 1.0))
+        log_p = stats.norm.logpdf(log_s, psi["loc"], jnp.exp(psi["log_scale"])) - log_s
+        return jnp.sum(jnp.where(positive, log_p, -jnp.inf))
+
+
+_MAX_ROUNDS = 64  # Best-Fisher rounds; each accepts with probability >= 0.65.
+
+
+@dataclasses.dataclass(frozen=True)
+class VonMises:
+    """Independent von Mises angles, ``psi = {"loc": (*shape), "log_concentration": (*shape)}``.
+
+    Density ``exp(kappa cos(s - loc)) / (2 pi I0(kappa))`` per coordinate, with
+    ``kappa = exp(log_concentration)``; angles in radians. ``log_prob`` is
+    ``2 pi``-periodic in ``s``; ``sample`` returns ``loc + theta`` with
+    ``|theta| <= pi``, i.e. each coordinate within ``pi`` of its ``loc``, not wrapped
+    to ``[-pi, pi)`` (wrap it yourself if you need that).
+
+    Sampled by Best and Fisher's rejection sampler (Appl. Statist. 28, 1979), in
+    forms that stay accurate in float32 from ``kappa -> 0`` (uniform) to
+    ``kappa ~ 1e18`` (where ``kappa^2`` overflows). Not reparameterised: which proposal is accepted is a
+    discontinuous function of ``psi``, so ``sample`` has no useful derivative; use
+    a score-function estimator. The loop is bounded by 64 rounds per sample; a
+    coordinate still rejected then (probability < 0.35^64) keeps its last proposal.
+    """
+
+    reparameterised = False
+
+    @staticmethod
+    def init(loc, concentration) -> dict[str, jax.Array]:
+        """Parameters from the mean direction and the concentration.
+
+        Args:
+          loc: ``(*shape)`` mean directions, radians.
+          concentration: ``kappa > 0`` (radians^-2: for large ``kappa`` the angle is
+            about ``N(loc, 1 / kappa)``), broadcast to ``loc``.
+        """
+        loc = jnp.asarray(loc, dtype=jnp.result_type(float))
+        kappa = _broadcast(
+            "concentration", _checked("concentration", concentration, positive=True), loc.shape)
+        return {"loc": loc, "log_concentration": jnp.log(kappa.astype(loc.dtype))}
+
+    @staticmethod
+    def sample(key: jax.Array, psi: dict[str, jax.Array]) -> jax.Array:
+        loc = psi["loc"]
+        kappa = jnp.exp(psi["log_concentration"])
+        # Best-Fisher's r = (1 + rho^2) / (2 rho) enters only through d = r - 1, kept
+        # as inv_d = 1 / d and kappa_d = kappa * d (both finite as kappa -> 0), with
+        # 1 - rho as a sum of positive terms (no cancellation as kappa -> inf).
+        q = jnp.sqrt(1 + 4 * kappa**2)
+        tau = 1 + q
+        root = jnp.sqrt(2 * tau)
+        g = tau + root
+        rho = 2 * kappa / g
+        one_minus_rho = (1 + 1 / (q + 2 * kappa) + root) / g
+        kappa_d = one_minus_rho**2 * g / 4
+        inv_d = 2 * rho / one_minus_rho**2
+        sign_key, loop_key = jax.random.split(key)
+
+        def body(carry):
+            i, theta, done = carry
+            u_key, v_key = jax.random.split(jax.random.fold_in(loop_key, i))
+            # Proposal z = cos(2 half) with 1 + z = 2 cos(half)^2, 1 - z = 2 sin(half)^2.
+            half = jnp.pi / 2 * jax.random.uniform(u_key, loc.shape, loc.dtype)
+            v = jax.random.uniform(v_key, loc.shape, loc.dtype)
+            denominator = 1 + 2 * jnp.cos(half) ** 2 * inv_d  # (r + z) / d
+            y = kappa_d * (1 + 2 * inv_d) / denominator  # kappa (r - w)
+            accept = (y * (2 - y) > v) | (jnp.log(y) - jnp.log(v) + 1 - y >= 0)
+            # |theta| = arccos(w) with 1 - w = 2 sin(half)^2 / denominator.
+            proposal = 2 * jnp.arcsin(jnp.sin(half) / jnp.sqrt(denominator))
+            return i + 1, jnp.where(done, theta, proposal), done | accept
+
+        def cond(carry):
+            i, _, done = carry
+            return (i < _MAX_ROUNDS) & ~jnp.all(done)
+
+        init = (jnp.zeros((), jnp.int32), jnp.zeros_like(loc), jnp.zeros(loc.shape, bool))
+        _, theta, _ = jax.lax.while_loop(cond, body, init)
+        return loc + jnp.where(jax.random.bernoulli(sign_key, 0.5, loc.shape), theta, -theta)
+
+    @staticmethod
+    def log_prob(psi: dict[str, jax.Array], s: jax.Array) -> jax.Array:
+        kappa = jnp.exp(psi["log_concentration"])
+        # log I0(kappa) = log(i0e(kappa)) + kappa, folded into the cosine term.
+        log_p = kappa * (jnp.cos(s - psi["loc"]) - 1) - jnp.log(i0e(kappa)) - math.log(2 * math.pi)
+        return jnp.sum(log_p)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +221,8 @@ class Categorical:
 
     @staticmethod
     def init(probs) -> dict[str, jax.Array]:
-        return {"logits": jnp.log(jnp.asarray(probs, dtype=jnp.result_type(float)))}
+        """Parameters from ``(*shape, K)`` probabilities ``>= 0`` (need not sum to 1)."""
+        return {"logits": jnp.log(_checked("probs", probs, positive=False))}
 
     @staticmethod
     def sample(key: jax.Array, psi: dict[str, jax.Array]) -> jax.Array:
@@ -69,6 +232,64 @@ class Categorical:
     def log_prob(psi: dict[str, jax.Array], s: jax.Array) -> jax.Array:
         log_p = jax.nn.log_softmax(psi["logits"], axis=-1)
         return jnp.sum(jnp.take_along_axis(log_p, jnp.asarray(s)[..., None], axis=-1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixture:
+    """A mixture of ``K`` members of one family ``component``.
+
+    ``psi = {"logits": (K,), "components": psi of component with a leading K axis}``.
+    The mixture is over whole samples: one component index ``k ~ softmax(logits)``
+    is drawn, then ``s ~ component(components[k])``, so ``s`` has the component's
+    shape and its coordinates are dependent through ``k``. Not reparameterised
+    (``k`` is discrete): use a score-function estimator.
+
+    Attributes:
+      component: the family of every component, e.g. ``Gaussian()`` or ``VonMises()``.
+    """
+
+    component: Any
+    reparameterised = False
+
+    def __post_init__(self):
+        check_distribution(self.component)
+
+    @staticmethod
+    def init(weights, components_psi: dict[str, Any]) -> dict[str, Any]:
+        """Parameters from component weights and stacked component parameters.
+
+        Args:
+          weights: ``(K,)`` weights ``>= 0`` with a positive sum (normalised here).
+          components_psi: the component's ``psi`` with a leading ``K`` axis on every
+            leaf, e.g. ``Gaussian.init(locs, scales)`` with ``locs`` of shape ``(K, d)``.
+        """
+        weights = _checked("weights", weights, positive=False)
+        leading = {leaf.shape[:1] for leaf in jax.tree.leaves(components_psi)}
+        if weights.ndim != 1 or leading != {weights.shape}:
+            raise ValueError(
+                f"weights of shape {weights.shape} must be (K,) with K the leading axis "
+                f"of every leaf of components_psi, whose leading axes are {sorted(leading)}")
+        if not isinstance(weights, jax.core.Tracer) and not weights.sum() > 0:
+            raise ValueError(f"weights must have a positive sum, got {np.asarray(weights)}")
+        return {"logits": jnp.log(weights / weights.sum()), "components": components_psi}
+
+    def sample(self, key: jax.Array, psi: dict[str, Any]) -> jax.Array:
+        index_key, component_key = jax.random.split(key)
+        k = jax.random.categorical(index_key, psi["logits"])
+        chosen = jax.tree.map(lambda leaf: leaf[k], psi["components"])
+        return self.component.sample(component_key, chosen)
+
+    def log_prob(self, psi: dict[str, Any], s: jax.Array) -> jax.Array:
+        log_weights = jax.nn.log_softmax(psi["logits"])
+        log_ps = jax.vmap(self.component.log_prob, (0, None))(psi["components"], s)
+        return logsumexp(log_weights + log_ps)
+
+
+# Families by name. Mixture is not here: it needs a component, e.g. Mixture(Gaussian()).
+DISTRIBUTIONS: dict[str, type] = {
+    "gaussian": Gaussian, "log_normal": LogNormal, "von_mises": VonMises,
+    "categorical": Categorical,
+}
 
 
 def check_distribution(dist: Any) -> None:
