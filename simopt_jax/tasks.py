@@ -209,6 +209,20 @@ def segmentation_loss(logits: Float[ArrayLike, "*pixels k"], labels: Int[ArrayLi
     return _masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, safe_labels), valid)
 
 
+def _cosines(pred_normals, true_normals, valid) -> tuple[jax.Array, jax.Array]:
+    """Checked cosines between two normal fields and the pixels that count.
+
+    ``valid`` None: where ``true_normals`` is non-zero.
+    """
+    pred, true = jnp.asarray(pred_normals), jnp.asarray(true_normals)
+    _check_vectors("pred_normals", pred)
+    _check_shape("true_normals", true, pred.shape, "pred_normals")
+    if valid is None:
+        valid = jnp.any(true != 0, axis=-1)
+    valid = _mask(valid, pred.shape[:-1])
+    return jnp.sum(unit_vectors(pred) * unit_vectors(true), axis=-1), valid
+
+
 @jax.jit
 def normal_loss(pred_normals: Float[ArrayLike, "*pixels 3"],
                 true_normals: Float[ArrayLike, "*pixels 3"],
@@ -223,13 +237,7 @@ def normal_loss(pred_normals: Float[ArrayLike, "*pixels 3"],
       true_normals: (..., 3) true normals; 0 on the background.
       valid: (...) bool, pixels that count; None: where ``true_normals`` is non-zero.
     """
-    pred, true = jnp.asarray(pred_normals), jnp.asarray(true_normals)
-    _check_vectors("pred_normals", pred)
-    _check_shape("true_normals", true, pred.shape, "pred_normals")
-    if valid is None:
-        valid = jnp.any(true != 0, axis=-1)
-    valid = _mask(valid, pred.shape[:-1])
-    cos = jnp.sum(unit_vectors(pred) * unit_vectors(true), axis=-1)
+    cos, valid = _cosines(pred_normals, true_normals, valid)
     return _masked_mean(1.0 - cos, valid)
 
 
@@ -312,13 +320,7 @@ def angle_errors(pred_normals: Float[ArrayLike, "*pixels 3"],
       the mean of the middle two), and ``"within_11.25"``, ``"within_22.5"``,
       ``"within_30"``: percent of valid pixels with error <= that many degrees.
     """
-    pred, true = jnp.asarray(pred_normals), jnp.asarray(true_normals)
-    _check_vectors("pred_normals", pred)
-    _check_shape("true_normals", true, pred.shape, "pred_normals")
-    if valid is None:
-        valid = jnp.any(true != 0, axis=-1)
-    valid = _mask(valid, pred.shape[:-1])
-    cos = jnp.sum(unit_vectors(pred) * unit_vectors(true), axis=-1)
+    cos, valid = _cosines(pred_normals, true_normals, valid)
     error = jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
     result = {"mean": _nan_mean(error, valid),
               "median": jnp.nanmedian(jnp.where(valid, error, jnp.nan))}
