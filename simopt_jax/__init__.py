@@ -3,12 +3,12 @@
 Hypergradient estimators (:mod:`simopt_jax.hypergrad`), the parametric
 distributions over simulator inputs (:mod:`simopt_jax.distributions`) and the task
 networks trained on simulated data, with their losses and metrics
-(:mod:`simopt_jax.tasks`). Built on
+(:mod:`simopt_jax.tasks`), and AutoSimulate's outer step (:mod:`simopt_jax.autosimulate`). Built on
 ``render`` (whose finite-difference estimator :mod:`simopt_jax.hypergrad.finite_diff`
 shares); never imports ``lido_jax``.
 """
 
-from simopt_jax import distributions, hypergrad, tasks
+from simopt_jax import autosimulate, distributions, hypergrad, tasks
 from simopt_jax.distributions import (
     DISTRIBUTIONS, Categorical, Gaussian, LogNormal, Mixture, VonMises,
 )
@@ -21,7 +21,7 @@ from simopt_jax.hypergrad import (
 from simopt_jax.tasks import TASKS, NormalsDepth, Segmentation, TaskNetwork
 
 __all__ = [
-    "CHECKPOINTS", "CGState", "Categorical", "DISTRIBUTIONS", "EXPECTATION_GRADS", "ExpectationStats", "Gaussian",
+    "autosimulate", "CHECKPOINTS", "CGState", "Categorical", "DISTRIBUTIONS", "EXPECTATION_GRADS", "ExpectationStats", "Gaussian",
     "HYPERGRADS", "ImplicitInfo", "InnerState", "LogNormal", "METHODS", "Mixture", "NormalsDepth",
     "Segmentation", "TASKS", "TaskNetwork", "UnrolledInfo", "VonMises", "cg", "distributions",
     "fd_jacobian", "fd_vjp", "finite_difference", "hypergrad", "implicit_direction",
