@@ -3,12 +3,13 @@
 Hypergradient estimators (:mod:`simopt_jax.hypergrad`), the parametric
 distributions over simulator inputs (:mod:`simopt_jax.distributions`) and the task
 networks trained on simulated data, with their losses and metrics
-(:mod:`simopt_jax.tasks`), and AutoSimulate's outer step (:mod:`simopt_jax.autosimulate`). Built on
+(:mod:`simopt_jax.tasks`), and the outer steps of AutoSimulate (:mod:`simopt_jax.autosimulate`) and of the
+hybrid gradient (:mod:`simopt_jax.hybrid`). Built on
 ``render`` (whose finite-difference estimator :mod:`simopt_jax.hypergrad.finite_diff`
 shares); never imports ``lido_jax``.
 """
 
-from simopt_jax import autosimulate, distributions, hypergrad, tasks
+from simopt_jax import autosimulate, distributions, hybrid, hypergrad, tasks
 from simopt_jax.distributions import (
     DISTRIBUTIONS, Categorical, Gaussian, LogNormal, Mixture, VonMises,
 )
@@ -21,7 +22,7 @@ from simopt_jax.hypergrad import (
 from simopt_jax.tasks import TASKS, NormalsDepth, Segmentation, TaskNetwork
 
 __all__ = [
-    "autosimulate", "CHECKPOINTS", "CGState", "Categorical", "DISTRIBUTIONS", "EXPECTATION_GRADS", "ExpectationStats", "Gaussian",
+    "autosimulate", "hybrid", "CHECKPOINTS", "CGState", "Categorical", "DISTRIBUTIONS", "EXPECTATION_GRADS", "ExpectationStats", "Gaussian",
     "HYPERGRADS", "ImplicitInfo", "InnerState", "LogNormal", "METHODS", "Mixture", "NormalsDepth",
     "Segmentation", "TASKS", "TaskNetwork", "UnrolledInfo", "VonMises", "cg", "distributions",
     "fd_jacobian", "fd_vjp", "finite_difference", "hypergrad", "implicit_direction",

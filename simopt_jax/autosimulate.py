@@ -27,6 +27,7 @@ import optax
 import optax.tree_utils as otu
 
 from simopt_jax.distributions import check_distribution
+from simopt_jax.guarded import guarded_update
 from simopt_jax.hypergrad.implicit import METHODS, implicit_direction
 from simopt_jax.hypergrad.score import mean_outer
 from simopt_jax.hypergrad.unrolled import InnerState, init_inner_state, unrolled_train
@@ -200,14 +201,8 @@ def step(key: jax.Array, state: State, *, simulator: Simulator,
 
         grad = jax.grad(mean_influence)(psi)
 
-    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]))
-    safe_grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
-    updates, opt_state = outer_optimizer.update(safe_grad, state.psi_opt_state, psi)
-    new_psi = optax.apply_updates(psi, updates)
-    new_psi = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_psi, psi)
-    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state,
-                             state.psi_opt_state)
+    new_psi, opt_state, applied = guarded_update(grad, outer_optimizer, state.psi_opt_state, psi)
     new_state = State(psi=new_psi, psi_opt_state=opt_state, inner=inner, step=state.step + 1)
-    return new_state, StepInfo(grad=grad, applied=finite, train_loss=train_loss(params),
+    return new_state, StepInfo(grad=grad, applied=applied, train_loss=train_loss(params),
                                val_loss=info.val_loss, cg_iterations=info.iterations,
                                cg_residual=info.residual)
