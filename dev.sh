@@ -31,7 +31,7 @@ setup() {
   "$VENV/bin/python" -m pip install -q uv
   # uv ignores pip's config; it needs the system certificates to reach the registry.
   UV_NATIVE_TLS=1 UV_COMPILE_BYTECODE=1 "$VENV/bin/uv" pip install -q \
-    --python "$VENV/bin/python" --override overrides.txt -e ".[test,bench,gl,ray]"
+    --python "$VENV/bin/python" --override overrides.txt -e ".[test,bench,gl,ray,bo]"
   # backend="blender": bpy 5.0.1 and numpy<2 in a folder of their own (render.blender).
   "$VENV/bin/python" -m render.blender install >/dev/null
 }
