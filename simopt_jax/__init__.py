@@ -3,13 +3,14 @@
 Hypergradient estimators (:mod:`simopt_jax.hypergrad`), the parametric
 distributions over simulator inputs (:mod:`simopt_jax.distributions`) and the task
 networks trained on simulated data, with their losses and metrics
-(:mod:`simopt_jax.tasks`), and the outer steps of AutoSimulate (:mod:`simopt_jax.autosimulate`) and of the
+(:mod:`simopt_jax.tasks`), the CSG shape grammar as a distribution
+(:mod:`simopt_jax.grammar`), and the outer steps of AutoSimulate (:mod:`simopt_jax.autosimulate`) and of the
 hybrid gradient (:mod:`simopt_jax.hybrid`). Built on
 ``render`` (whose finite-difference estimator :mod:`simopt_jax.hypergrad.finite_diff`
 shares); never imports ``lido_jax``.
 """
 
-from simopt_jax import autosimulate, distributions, hybrid, hypergrad, tasks
+from simopt_jax import autosimulate, distributions, grammar, hybrid, hypergrad, tasks
 from simopt_jax.distributions import (
     DISTRIBUTIONS, Categorical, Gaussian, LogNormal, Mixture, VonMises,
 )
@@ -19,12 +20,13 @@ from simopt_jax.hypergrad import (
     implicit_direction, implicit_hypergrad, init_inner_state, pathwise, score_function,
     unrolled_hypergrad, unrolled_hypergrad_warm, unrolled_train,
 )
+from simopt_jax.grammar import Grammar, Tree
 from simopt_jax.tasks import TASKS, NormalsDepth, Segmentation, TaskNetwork
 
 __all__ = [
-    "autosimulate", "hybrid", "CHECKPOINTS", "CGState", "Categorical", "DISTRIBUTIONS", "EXPECTATION_GRADS", "ExpectationStats", "Gaussian",
+    "autosimulate", "grammar", "hybrid", "CHECKPOINTS", "CGState", "Categorical", "DISTRIBUTIONS", "EXPECTATION_GRADS", "ExpectationStats", "Gaussian", "Grammar",
     "HYPERGRADS", "ImplicitInfo", "InnerState", "LogNormal", "METHODS", "Mixture", "NormalsDepth",
-    "Segmentation", "TASKS", "TaskNetwork", "UnrolledInfo", "VonMises", "cg", "distributions",
+    "Segmentation", "TASKS", "TaskNetwork", "Tree", "UnrolledInfo", "VonMises", "cg", "distributions",
     "fd_jacobian", "fd_vjp", "finite_difference", "hypergrad", "implicit_direction",
     "implicit_hypergrad", "init_inner_state", "pathwise", "score_function", "unrolled_hypergrad",
     "unrolled_hypergrad_warm", "unrolled_train", "tasks",
