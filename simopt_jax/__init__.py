@@ -24,10 +24,12 @@ from simopt_jax.grammar import Grammar, Tree
 from simopt_jax.tasks import TASKS, NormalsDepth, Segmentation, TaskNetwork
 
 __all__ = [
-    "autosimulate", "grammar", "hybrid", "CHECKPOINTS", "CGState", "Categorical", "DISTRIBUTIONS", "EXPECTATION_GRADS", "ExpectationStats", "Gaussian", "Grammar",
-    "HYPERGRADS", "ImplicitInfo", "InnerState", "LogNormal", "METHODS", "Mixture", "NormalsDepth",
-    "Segmentation", "TASKS", "TaskNetwork", "Tree", "UnrolledInfo", "VonMises", "cg", "distributions",
-    "fd_jacobian", "fd_vjp", "finite_difference", "hypergrad", "implicit_direction",
-    "implicit_hypergrad", "init_inner_state", "pathwise", "score_function", "unrolled_hypergrad",
-    "unrolled_hypergrad_warm", "unrolled_train", "tasks",
+    "CGState", "CHECKPOINTS", "Categorical", "DISTRIBUTIONS", "EXPECTATION_GRADS",
+    "ExpectationStats", "Gaussian", "Grammar", "HYPERGRADS", "ImplicitInfo", "InnerState",
+    "LogNormal", "METHODS", "Mixture", "NormalsDepth", "Segmentation", "TASKS",
+    "TaskNetwork", "Tree", "UnrolledInfo", "VonMises", "autosimulate", "cg",
+    "distributions", "fd_jacobian", "fd_vjp", "finite_difference", "grammar", "hybrid",
+    "hypergrad", "implicit_direction", "implicit_hypergrad", "init_inner_state", "pathwise",
+    "score_function", "tasks", "unrolled_hypergrad", "unrolled_hypergrad_warm",
+    "unrolled_train",
 ]
