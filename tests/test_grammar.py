@@ -481,3 +481,24 @@ def test_bad_psi_and_inputs_raise():
         grammar.sdf(tree, jnp.zeros((4, 2)))
     with pytest.raises(ValueError, match="tree.active"):
         Grammar(2).sdf(tree, jnp.zeros(3))
+
+
+def test_sampled_shapes_render_with_render_sdf_inside_their_bounding_sphere():
+    """Grammar shapes through render.render_sdf (batched): every hit pixel's depth is
+    within the bounding ball (eye distance +- radius), and each shape is seen."""
+    import render
+
+    grammar = Grammar(max_depth=3)
+    psi = Grammar.init_psi()
+    trees = jax.vmap(grammar.sample, (0, None))(jax.random.split(jax.random.key(11), 4), psi)
+    eye = jnp.array([0.0, 0.15, 0.45])
+    images = jax.jit(jax.vmap(lambda t: render.render_sdf(functools.partial(grammar.sdf, t), eye,
+                                                          resolution=(24, 24))))(trees)
+    radii = np.asarray(jax.vmap(grammar.bounding_radius)(trees))
+    distance = float(jnp.linalg.norm(eye))
+    for k in range(4):
+        hit = np.asarray(images.instance[k]) > 0
+        assert hit.sum() > 0, k
+        depth = np.asarray(images.depth[k])[hit]
+        assert np.all(np.isfinite(depth))
+        assert depth.min() >= distance - radii[k] - 1e-2 and depth.max() <= distance + radii[k]
