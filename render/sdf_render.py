@@ -22,7 +22,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import ArrayLike, Float
 
 from render.jax_renderer import BACKGROUND, FIRST_OBJECT, Image
 
