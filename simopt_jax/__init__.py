@@ -4,13 +4,14 @@ Hypergradient estimators (:mod:`simopt_jax.hypergrad`), the parametric
 distributions over simulator inputs (:mod:`simopt_jax.distributions`) and the task
 networks trained on simulated data, with their losses and metrics
 (:mod:`simopt_jax.tasks`), the CSG shape grammar as a distribution
-(:mod:`simopt_jax.grammar`), and the outer steps of AutoSimulate (:mod:`simopt_jax.autosimulate`) and of the
+(:mod:`simopt_jax.grammar`) and its rendering simulator (:mod:`simopt_jax.simulators`),
+and the outer steps of AutoSimulate (:mod:`simopt_jax.autosimulate`) and of the
 hybrid gradient (:mod:`simopt_jax.hybrid`). Built on
 ``render`` (whose finite-difference estimator :mod:`simopt_jax.hypergrad.finite_diff`
 shares); never imports ``lido_jax``.
 """
 
-from simopt_jax import autosimulate, distributions, grammar, hybrid, hypergrad, tasks
+from simopt_jax import autosimulate, distributions, grammar, hybrid, hypergrad, simulators, tasks
 from simopt_jax.distributions import (
     DISTRIBUTIONS, Categorical, Gaussian, LogNormal, Mixture, VonMises,
 )
@@ -30,6 +31,6 @@ __all__ = [
     "TaskNetwork", "Tree", "UnrolledInfo", "VonMises", "autosimulate", "cg",
     "distributions", "fd_jacobian", "fd_vjp", "finite_difference", "grammar", "hybrid",
     "hypergrad", "implicit_direction", "implicit_hypergrad", "init_inner_state", "pathwise",
-    "score_function", "tasks", "unrolled_hypergrad", "unrolled_hypergrad_warm",
+    "score_function", "simulators", "tasks", "unrolled_hypergrad", "unrolled_hypergrad_warm",
     "unrolled_train",
 ]
