@@ -5,13 +5,16 @@ distributions over simulator inputs (:mod:`simopt_jax.distributions`) and the ta
 networks trained on simulated data, with their losses and metrics
 (:mod:`simopt_jax.tasks`), the CSG shape grammar as a distribution
 (:mod:`simopt_jax.grammar`) and its rendering simulator (:mod:`simopt_jax.simulators`),
-and the outer steps of AutoSimulate (:mod:`simopt_jax.autosimulate`) and of the
-hybrid gradient (:mod:`simopt_jax.hybrid`). Built on
+the outer steps of AutoSimulate (:mod:`simopt_jax.autosimulate`) and of the
+hybrid gradient (:mod:`simopt_jax.hybrid`), and the gradient-free baselines both
+papers compare against (:mod:`simopt_jax.baselines`). Built on
 ``render`` (whose finite-difference estimator :mod:`simopt_jax.hypergrad.finite_diff`
 shares); never imports ``lido_jax``.
 """
 
-from simopt_jax import autosimulate, distributions, grammar, hybrid, hypergrad, simulators, tasks
+from simopt_jax import (
+    autosimulate, baselines, distributions, grammar, hybrid, hypergrad, simulators, tasks,
+)
 from simopt_jax.distributions import (
     DISTRIBUTIONS, Categorical, Gaussian, LogNormal, Mixture, VonMises,
 )
@@ -28,7 +31,7 @@ __all__ = [
     "CGState", "CHECKPOINTS", "Categorical", "DISTRIBUTIONS", "EXPECTATION_GRADS",
     "ExpectationStats", "Gaussian", "Grammar", "HYPERGRADS", "ImplicitInfo", "InnerState",
     "LogNormal", "METHODS", "Mixture", "NormalsDepth", "Segmentation", "TASKS",
-    "TaskNetwork", "Tree", "UnrolledInfo", "VonMises", "autosimulate", "cg",
+    "TaskNetwork", "Tree", "UnrolledInfo", "VonMises", "autosimulate", "baselines", "cg",
     "distributions", "fd_jacobian", "fd_vjp", "finite_difference", "grammar", "hybrid",
     "hypergrad", "implicit_direction", "implicit_hypergrad", "init_inner_state", "pathwise",
     "score_function", "simulators", "tasks", "unrolled_hypergrad", "unrolled_hypergrad_warm",
