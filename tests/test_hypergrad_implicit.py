@@ -139,6 +139,25 @@ def test_zero_validation_gradient_gives_zero_and_converges():
     assert int(info.iterations) == 0 and float(info.residual) == 0.0 and bool(info.converged)
 
 
+@pytest.mark.parametrize("method", simopt_jax.METHODS)
+def test_a_nan_validation_gradient_gives_a_nan_hypergradient_never_zero(method):
+    """CG must not turn a NaN right-hand side into v = 0 (a silently zero step)."""
+    train_loss, _, solve, outer = ridge(1, 20, 4)
+    params = solve(outer)
+    grad, _ = implicit_hypergrad(train_loss, lambda w: jnp.nan * jnp.sum(w), params, outer,
+                                 method=method)
+    flat = ravel_pytree(grad)[0]
+    if method == "no_val":    # ignores the validation loss by definition
+        assert bool(jnp.all(jnp.isfinite(flat)))
+    else:
+        assert bool(jnp.all(jnp.isnan(flat)))
+
+
+def test_cg_with_a_non_finite_right_hand_side_returns_nan():
+    x, state = simopt_jax.cg(lambda v: 2.0 * v, jnp.array([1.0, jnp.inf]))
+    assert bool(jnp.all(jnp.isnan(x))) and bool(jnp.isnan(state.recursive_residual))
+
+
 @pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("method", simopt_jax.METHODS)
 def test_direction_then_one_vjp_is_the_hypergradient(method):

@@ -49,7 +49,9 @@ def cg(
       tol: stop when ``||r|| <= tol * ||b||``.
 
     Returns:
-      ``(x, CGState)``. ``x = 0`` when ``b = 0``.
+      ``(x, CGState)``. ``x = 0`` when ``b = 0``; ``x`` is NaN when ``b`` or the
+      starting residual is not finite (never a silent 0), and NaN spreads from a
+      non-finite ``matvec``.
     """
     b_norm = otu.tree_norm(b)
     if x0 is None:
@@ -77,4 +79,7 @@ def cg(
     init = (x0, r0, r0, gamma0, jnp.zeros((), jnp.int32))
     x, _, _, gamma, k = jax.lax.while_loop(cond, body, init)
     relative = jnp.where(b_norm > 0, jnp.sqrt(gamma) / jnp.where(b_norm > 0, b_norm, 1.0), 0.0)
-    return x, CGState(k, relative)
+    # A NaN b fails ``gamma > threshold`` at once and would leave x = x0.
+    bad = ~jnp.isfinite(gamma0)
+    x = jax.tree.map(lambda leaf: jnp.where(bad, jnp.nan, leaf), x)
+    return x, CGState(k, jnp.where(bad, jnp.nan, relative))
