@@ -84,7 +84,8 @@ def render_sdf(sdf: Callable[[jax.Array], jax.Array], eye: Float[ArrayLike, "3"]
                target: Float[ArrayLike, "3"] = (0.0, 0.0, 0.0),
                light_direction: Float[ArrayLike, "3"] = (0.4, 0.8, 0.45),
                resolution: tuple[int, int] = (32, 32),
-               config: SdfRenderConfig = SdfRenderConfig()) -> Image:
+               config: SdfRenderConfig = SdfRenderConfig(),
+               albedo: Callable[[jax.Array], jax.Array] | None = None) -> Image:
     """Renders the shape ``sdf`` from ``eye`` (metres) looking at ``target``.
 
     Args:
@@ -93,6 +94,9 @@ def render_sdf(sdf: Callable[[jax.Array], jax.Array], eye: Float[ArrayLike, "3"]
       light_direction: towards the light (normalised here).
       resolution: static (H, W) in pixels.
       config: static options.
+      albedo: optional texture, ``(N, 3) world points -> (N, 3)`` RGB in [0, 1],
+        evaluated at every ray's end point (only hit pixels use it; a (3,) result
+        broadcasts); ``None`` gives the constant ``config.albedo``.
 
     Returns:
       :class:`render.Image` with fields of shape (H, W, ...).
@@ -129,7 +133,9 @@ def render_sdf(sdf: Callable[[jax.Array], jax.Array], eye: Float[ArrayLike, "3"]
     normals = grads / jnp.maximum(jnp.linalg.norm(grads, axis=-1, keepdims=True), 1e-12)
     normals = jnp.where(hit[:, None], normals, 0.0)
     shade = config.ambient + config.strength * jnp.maximum(normals @ light, 0.0)
-    rgb = jnp.where(hit[:, None], jnp.clip(jnp.asarray(config.albedo) * shade[:, None], 0, 1),
+    colour = (jnp.asarray(config.albedo) if albedo is None
+              else jnp.asarray(albedo(points), jnp.float32))
+    rgb = jnp.where(hit[:, None], jnp.clip(colour * shade[:, None], 0, 1),
                     jnp.asarray(config.background_rgb, jnp.float32))
     depth = jnp.where(hit, t * (d @ forward), 0.0)
     instance = jnp.where(hit, FIRST_OBJECT, BACKGROUND).astype(jnp.int32)

@@ -58,10 +58,13 @@ class Evaluation(NamedTuple):
       value: validation loss of the network trained on data from ``psi``; lower is
         better; NaN for a failed training.
       images: images rendered for this evaluation.
+      metrics: optional extra numbers (e.g. the trained network's validation and
+        test metrics), kept in the history; never used by a method.
     """
 
     value: float
     images: int
+    metrics: dict[str, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +104,8 @@ class Result(NamedTuple):
         (seconds from the start until it and every earlier evaluation had finished),
         ``best_so_far`` (``inf`` before a finite value), ``iteration`` (the method's
         batch), ``skipped`` (left out of selection and updates: its value, or for
-        Basic Random Search its antithetic partner's, was not finite).
+        Basic Random Search its antithetic partner's, was not finite), ``metrics``
+        (the evaluation's, or None).
       stop_reason: ``"images"``, ``"evaluations"`` or ``"seconds"`` (the budget
         that ended it), or ``"done"`` (``random_fixed`` evaluated all its samples).
     """
@@ -248,15 +252,17 @@ class Evolution:
 
 
 def _as_evaluation(result: Any, index: int) -> Evaluation:
+    metrics = result.metrics if isinstance(result, Evaluation) else None
     try:
-        value, images = result
+        value, images = result[:2] if isinstance(result, Evaluation) else result
     except (TypeError, ValueError):
         raise ValueError(f"evaluate returned {result!r} for candidate {index}; expected "
                          f"Evaluation(value, images)") from None
     if isinstance(images, (bool, np.bool_)) or int(images) != images or images < 0:
         raise ValueError(f"evaluate returned images={images!r} for candidate {index}; "
                          f"expected an integer >= 0")
-    return Evaluation(float(value), int(images))
+    return Evaluation(float(value), int(images),
+                      None if metrics is None else {k: float(v) for k, v in metrics.items()})
 
 
 def _call(evaluate: Callable, psi: np.ndarray, key: jax.Array):
@@ -417,7 +423,7 @@ class _Runner:
             psi=psi.copy(), value=evaluation.value, images=evaluation.images,
             images_so_far=self.images, evaluations_so_far=len(self.history) + 1,
             wall_time_s=wall, best_so_far=self.best_value, iteration=iteration,
-            skipped=not finite))
+            skipped=not finite, metrics=evaluation.metrics))
 
     def skip(self, index: int):
         """Marks history entry ``index`` as left out of the method's update."""

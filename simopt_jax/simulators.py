@@ -60,6 +60,11 @@ class ShapeSimulator:
                                           jnp.sin(elevation),
                                           jnp.cos(elevation) * jnp.cos(azimuth)])
 
+    def render(self, tree, eye: jax.Array) -> render.Image:
+        """One grammar shape ``tree`` seen from ``eye`` (3,), looking at its origin."""
+        return render.render_sdf(functools.partial(self.grammar.sdf, tree), eye,
+                                 resolution=self.resolution, config=self.config)
+
     def __call__(self, psi: dict, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``num_examples`` examples from grammar parameters ``psi`` and random string ``key``.
 
@@ -69,9 +74,7 @@ class ShapeSimulator:
         """
         def one(k):
             k_shape, k_view = jax.random.split(k)
-            tree = self.grammar.sample(k_shape, psi)
-            image = render.render_sdf(functools.partial(self.grammar.sdf, tree), self.eye(k_view),
-                                      resolution=self.resolution, config=self.config)
+            image = self.render(self.grammar.sample(k_shape, psi), self.eye(k_view))
             return image.rgb, image.normals, image.depth
 
         return jax.vmap(one)(jax.random.split(key, self.num_examples))

@@ -95,3 +95,40 @@ def test_bad_input_is_named():
         sdf_render.SdfRenderConfig(fov=4.0)
     with pytest.raises(ValueError, match="steps"):
         sdf_render.SdfRenderConfig(steps=0)
+
+
+def _wavy(p):
+    """A smooth solid texture (N, 3) -> (N, 3) in [0.2, 1]."""
+    return 0.6 + 0.4 * jnp.sin(jnp.stack([9.0 * p[..., 0], 7.0 * p[..., 1] + 1.0,
+                                          5.0 * (p[..., 0] + p[..., 2])], -1))
+
+
+def test_albedo_none_and_a_constant_albedo_give_the_default_image_bit_for_bit(image):
+    config = sdf_render.SdfRenderConfig()
+
+    def constant(p):
+        return jnp.broadcast_to(jnp.asarray(config.albedo), p.shape)
+
+    for albedo in (None, constant):
+        other = jax.jit(lambda e, albedo=albedo: render.render_sdf(
+            _sphere, e, resolution=RES, albedo=albedo))(jnp.asarray(EYE))
+        for field in ("rgb", "normals", "depth", "instance"):
+            np.testing.assert_array_equal(getattr(other, field), getattr(image, field))
+
+
+def test_a_texture_changes_rgb_only_and_is_evaluated_at_the_surface_point(image):
+    textured = jax.jit(lambda e: render.render_sdf(_sphere, e, resolution=RES,
+                                                   albedo=_wavy))(jnp.asarray(EYE))
+    for field in ("normals", "depth", "instance"):
+        np.testing.assert_array_equal(getattr(textured, field), getattr(image, field))
+    hit = np.asarray(image.instance) == FIRST_OBJECT
+    rgb, plain = np.asarray(textured.rgb), np.asarray(image.rgb)
+    assert np.abs(rgb[hit] - plain[hit]).max() > 0.1
+    np.testing.assert_array_equal(rgb[~hit], plain[~hit])
+    # On a sphere at the origin the surface point is R * normal.
+    config = sdf_render.SdfRenderConfig()
+    light = np.array([0.4, 0.8, 0.45]) / np.linalg.norm([0.4, 0.8, 0.45])
+    n = np.asarray(image.normals)[hit]
+    shade = config.ambient + config.strength * np.maximum(n @ light, 0)
+    expected = np.clip(np.asarray(_wavy(jnp.asarray(R * n))) * shade[:, None], 0, 1)
+    np.testing.assert_allclose(rgb[hit], expected, atol=5e-3)
