@@ -17,6 +17,16 @@ The family: :class:`Gaussian` (positions), :class:`LogNormal` (positive
 quantities: sizes, intensities), :class:`VonMises` (angles), :class:`Categorical`
 (discrete choices) and :class:`Mixture` of any one of them (multi-modal scene
 parameters, e.g. mixtures of Gaussians for positions and of von Mises for poses).
+
+Combinators and fixed randomness, for simulators whose ``s`` has several parts:
+
+- :class:`Joint`: a product of independent named distributions, ``psi`` and ``s``
+  dicts by name, ``log_prob`` the sum (a whole scene's parameters);
+- :class:`Iid`: ``n`` independent samples of one distribution sharing its ``psi``
+  (one Gaussian's parameters driving the placement of every object);
+- :class:`Uniform`: fixed uniform randomness with no parameters (``psi = {}``):
+  nuisance inputs that are not optimised (object classes, azimuths, pixel noise);
+  its ``log_prob`` is constant, so its score is zero.
 """
 
 from __future__ import annotations
@@ -283,6 +293,163 @@ class Mixture:
         log_weights = jax.nn.log_softmax(psi["logits"])
         log_ps = jax.vmap(self.component.log_prob, (0, None))(psi["components"], s)
         return logsumexp(log_weights + log_ps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """Fixed independent uniforms on ``[low, high)``, ``psi = {}``: randomness not optimised.
+
+    For nuisance inputs of a simulator (classes drawn as ``floor(u)``, azimuths,
+    pixel noise) that belong in ``s`` so ``decode`` stays deterministic. ``log_prob``
+    is ``-prod(shape) log(high - low)`` inside the box and ``-inf`` outside; it does
+    not depend on ``psi``, so its score is zero and a score-function estimator
+    ignores it. Reparameterised (trivially: nothing to differentiate).
+
+    Attributes:
+      low, high: bounds of every coordinate, ``low < high``, in the units of ``s``.
+      shape: of one sample.
+    """
+
+    low: float = 0.0
+    high: float = 1.0
+    shape: tuple[int, ...] = ()
+    reparameterised = True
+
+    def __post_init__(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ValueError(f"low={self.low} and high={self.high} must be finite with low < high")
+        shape = tuple(self.shape)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise ValueError(f"shape={self.shape} must be a tuple of ints >= 0")
+        object.__setattr__(self, "shape", shape)
+
+    @staticmethod
+    def init() -> dict[str, jax.Array]:
+        """No parameters: ``{}``."""
+        return {}
+
+    def sample(self, key: jax.Array, psi: dict[str, jax.Array]) -> jax.Array:
+        del psi
+        return jax.random.uniform(key, self.shape, jnp.result_type(float),
+                                  minval=self.low, maxval=self.high)
+
+    def log_prob(self, psi: dict[str, jax.Array], s: jax.Array) -> jax.Array:
+        del psi
+        s = jnp.asarray(s)
+        inside = jnp.all((s >= self.low) & (s < self.high))
+        constant = -math.prod(self.shape) * math.log(self.high - self.low)
+        return jnp.where(inside, jnp.asarray(constant, s.dtype), -jnp.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class Iid:
+    """``num`` independent samples of ``dist``, all with the same ``psi``.
+
+    ``psi`` is ``dist``'s; ``s`` is ``dist``'s sample with a leading ``num`` axis,
+    drawn with ``jax.random.split(key, num)`` (sample ``i`` uses key ``i``), and
+    ``log_prob`` is the sum over the ``num`` samples. Reparameterised when ``dist`` is.
+
+    Attributes:
+      dist: the distribution of each sample, e.g. ``Gaussian()``.
+      num: number of samples, ``>= 1``.
+    """
+
+    dist: Any
+    num: int
+
+    def __post_init__(self):
+        check_distribution(self.dist)
+        if isinstance(self.num, bool) or not isinstance(self.num, int) or self.num < 1:
+            raise ValueError(f"num={self.num!r} must be an int >= 1")
+
+    @property
+    def reparameterised(self) -> bool:
+        return bool(self.dist.reparameterised)
+
+    def init(self, *args, **kwargs) -> dict[str, Any]:
+        """``dist.init(*args, **kwargs)``: the parameters shared by every sample."""
+        return self.dist.init(*args, **kwargs)
+
+    def sample(self, key: jax.Array, psi: dict[str, Any]) -> Any:
+        return jax.vmap(self.dist.sample, (0, None))(jax.random.split(key, self.num), psi)
+
+    def log_prob(self, psi: dict[str, Any], s: Any) -> jax.Array:
+        return jnp.sum(jax.vmap(self.dist.log_prob, (None, 0))(psi, s))
+
+
+@dataclasses.dataclass(frozen=True)
+class Joint:
+    """A product of independent named distributions: ``q(s) = prod_name q_name(s[name])``.
+
+    ``psi = {name: psi_name}`` and ``s = {name: s_name}``; ``log_prob`` is the sum
+    of the components' and ``reparameterised`` is true when every component is.
+    Component ``i`` (in the order given) samples with key ``i`` of
+    ``jax.random.split(key, len(components))``, so a sample is a deterministic
+    function of the key, and each part's randomness does not depend on the others.
+
+    Attributes:
+      components: ``((name, dist), ...)``, names unique strings; a mapping
+        ``{name: dist}`` is accepted and stored as such a tuple (hashable, so the
+        joint can be static under ``jit``).
+    """
+
+    components: tuple[tuple[str, Any], ...]
+
+    def __post_init__(self):
+        items = self.components
+        items = tuple(items.items()) if hasattr(items, "items") else tuple(
+            tuple(item) for item in items)
+        if not items:
+            raise ValueError("components must name at least one distribution")
+        for item in items:
+            if len(item) != 2 or not isinstance(item[0], str) or not item[0]:
+                raise ValueError(f"components must be (name, dist) pairs with non-empty "
+                                 f"string names, got {item!r}")
+            check_distribution(item[1])
+        names = [name for name, _ in items]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"components has repeated names {repeated}")
+        object.__setattr__(self, "components", items)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The components' names, in order."""
+        return tuple(name for name, _ in self.components)
+
+    @property
+    def reparameterised(self) -> bool:
+        return all(bool(dist.reparameterised) for _, dist in self.components)
+
+    def init(self, **psis) -> dict[str, Any]:
+        """``psi`` from each component's parameters, passed by name.
+
+        :class:`Uniform` components (no parameters) may be left out. Raises
+        ``ValueError`` naming a missing or unknown component.
+        """
+        unknown = sorted(set(psis) - set(self.names))
+        if unknown:
+            raise ValueError(f"unknown components {unknown}; the joint has {list(self.names)}")
+        psi = {}
+        for name, dist in self.components:
+            if name in psis:
+                psi[name] = psis[name]
+            elif isinstance(dist, Uniform):
+                psi[name] = {}
+            else:
+                raise ValueError(f"missing parameters of component {name!r}")
+        return psi
+
+    def _keys(self, key: jax.Array) -> jax.Array:
+        return jax.random.split(key, len(self.components))
+
+    def sample(self, key: jax.Array, psi: dict[str, Any]) -> dict[str, Any]:
+        keys = self._keys(key)
+        return {name: dist.sample(keys[i], psi[name])
+                for i, (name, dist) in enumerate(self.components)}
+
+    def log_prob(self, psi: dict[str, Any], s: dict[str, Any]) -> jax.Array:
+        return sum(dist.log_prob(psi[name], s[name]) for name, dist in self.components)
 
 
 # Families by name. Mixture is not here: it needs a component, e.g. Mixture(Gaussian()).

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from scipy import integrate, special, stats
 
 from simopt_jax.distributions import (
-    DISTRIBUTIONS, Categorical, Gaussian, LogNormal, Mixture, VonMises, check_distribution,
+    DISTRIBUTIONS, Categorical, Gaussian, Iid, Joint, LogNormal, Mixture, Uniform, VonMises,
+    check_distribution,
 )
 from tests.stats import max_z
 
@@ -454,3 +455,140 @@ def test_bad_inputs_raise_naming_the_argument(case):
 def test_mixture_component_must_be_a_distribution():
     with pytest.raises(TypeError, match="lacks sample, log_prob, reparameterised"):
         Mixture(object())
+
+
+# --- joint, iid and uniform -----------------------------------------------------------
+
+
+def _joint(factor: float = 1.0) -> tuple[Joint, dict]:
+    """A Gaussian, a Categorical, a Uniform and an Iid log-normal, with ``CASES``' psi."""
+    joint = Joint((("position", Gaussian()), ("choice", Categorical()),
+                   ("nuisance", Uniform(-1.0, 3.0, (2,))), ("sizes", Iid(LogNormal(), 3))))
+    psi = joint.init(position=CASES["gaussian"].psi(factor),
+                     choice=CASES["categorical"].psi(factor), sizes=LogNormal.init(0.5, 0.3))
+    return joint, psi
+
+
+def test_joint_contract():
+    joint, psi = _joint()
+    check_distribution(joint)
+    assert joint.names == ("position", "choice", "nuisance", "sizes")
+    assert not joint.reparameterised
+    assert Joint({"a": Gaussian(), "b": Uniform()}).reparameterised  # a mapping is accepted
+    assert Joint({"a": Gaussian()}) == Joint((("a", Gaussian()),)) and hash(joint)
+    assert psi["nuisance"] == {}
+    fns, key = _jitted(joint), jax.random.key(3)
+    s = fns.sample(key, psi)
+    assert set(s) == set(joint.names)
+    assert s["position"].shape == (2,) and s["choice"].shape == (2,)
+    assert s["nuisance"].shape == (2,) and s["sizes"].shape == (3,)
+    assert jnp.issubdtype(s["choice"].dtype, jnp.integer)
+    again, eager = fns.sample(key, psi), joint.sample(key, psi)
+    for name in joint.names:  # deterministic given the key; eager = jit
+        np.testing.assert_array_equal(again[name], s[name])
+        np.testing.assert_allclose(eager[name], s[name], rtol=1e-6)
+    # Component i samples with key i of split(key, 4), whatever the others are.
+    keys = jax.random.split(key, 4)
+    for i, (name, dist) in enumerate(joint.components):
+        np.testing.assert_allclose(dist.sample(keys[i], psi[name]), s[name], rtol=1e-6)
+    other = fns.sample(jax.random.key(4), psi)
+    assert not np.array_equal(other["position"], s["position"])
+
+
+def test_joint_log_prob_is_the_sum_of_its_components():
+    joint, psi = _joint()
+    for seed in range(4):
+        s = joint.sample(jax.random.key(seed), psi)
+        parts = [dist.log_prob(psi[name], s[name]) for name, dist in joint.components]
+        assert float(joint.log_prob(psi, s)) == float(parts[0] + parts[1] + parts[2] + parts[3])
+        assert np.isfinite(float(joint.log_prob(psi, s)))
+
+
+@pytest.mark.usefixtures("x64")
+def test_iid_is_a_product_of_samples_with_shared_parameters():
+    iid, psi = Iid(Gaussian(), 5), Gaussian.init(G_LOC, G_SCALE)
+    assert iid.reparameterised and not Iid(Categorical(), 2).reparameterised
+    assert iid.init(G_LOC, G_SCALE)["loc"] == pytest.approx(psi["loc"])
+    key = jax.random.key(7)
+    s = iid.sample(key, psi)
+    assert s.shape == (5, 2)
+    for i, k in enumerate(jax.random.split(key, 5)):
+        np.testing.assert_array_equal(Gaussian.sample(k, psi), s[i])
+    want = stats.norm.logpdf(np.asarray(s), G_LOC, G_SCALE).sum()
+    assert float(iid.log_prob(psi, s)) == pytest.approx(want, rel=1e-12)
+
+
+def test_uniform_samples_its_box_and_has_no_score():
+    uniform = Uniform(-1.0, 3.0, (2,))
+    assert uniform.init() == {} and uniform.reparameterised
+    draws = np.asarray(_jitted(uniform).samples(_keys("gaussian"), {}), np.float64)
+    assert draws.shape == (NUM_SAMPLES, 2) and np.all((draws >= -1.0) & (draws < 3.0))
+    for j in range(2):
+        assert stats.kstest(draws[:, j], stats.uniform(-1.0, 4.0).cdf).pvalue > 1e-3
+        assert stats.kstest(draws[:, j], stats.uniform(-1.0, 2.0).cdf).pvalue < 1e-6  # power
+    assert float(uniform.log_prob({}, jnp.array([0.0, 2.5]))) == pytest.approx(-2 * math.log(4.0))
+    assert uniform.log_prob({}, jnp.array([0.0, 3.5])) == -jnp.inf
+    # In a joint, the score does not see the uniform part: {} for it, and the other
+    # components' scores are the same whatever the uniform sample is.
+    joint, psi = _joint()
+    s = joint.sample(jax.random.key(0), psi)
+    score = jax.grad(joint.log_prob)(psi, s)
+    assert score["nuisance"] == {}
+    moved = jax.grad(joint.log_prob)(psi, dict(s, nuisance=jnp.array([2.9, -0.9])))
+    for a, b in zip(jax.tree.leaves(score), jax.tree.leaves(moved)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_joint_score_has_zero_mean():
+    """E_q[d log q(s) / d psi] = 0 for a Gaussian and a Categorical together."""
+    joint = Joint((("position", Gaussian()), ("choice", Categorical())))
+
+    def psi(factor):
+        return joint.init(position=CASES["gaussian"].psi(factor),
+                          choice=CASES["categorical"].psi(factor))
+
+    def draw(factor, seed):
+        return _jitted(joint).samples(jax.random.split(jax.random.key(seed), NUM_SAMPLES),
+                                      psi(factor))
+
+    def scores(samples):  # (N, P): d log q(s_n) / d psi, flattened
+        tree = _jitted(joint).scores(psi(1.0), samples)
+        return np.concatenate([np.asarray(g).reshape(NUM_SAMPLES, -1)
+                               for g in jax.tree.leaves(tree)], axis=1)
+
+    assert scores(draw(1.0, 11)).shape == (NUM_SAMPLES, 4 + 6)
+    assert max_z(scores(draw(1.0, 11)), 0.0) < Z
+    # Power: samples with the Gaussian's scale doubled and the probabilities flattened.
+    assert max_z(scores(draw(2.0, 12)), 0.0) > 3 * Z
+
+
+def test_joint_of_reparameterised_parts_is_pathwise_differentiable():
+    joint = Joint((("position", Gaussian()), ("noise", Uniform(0.0, 1.0, (2,)))))
+    assert joint.reparameterised
+    psi = joint.init(position=Gaussian.init(G_LOC, G_SCALE))
+    grad = jax.grad(lambda p: jnp.sum(joint.sample(jax.random.key(0), p)["position"]))(psi)
+    np.testing.assert_allclose(grad["position"]["loc"], np.ones(2))
+    assert grad["noise"] == {}
+
+
+COMBINATOR_ERRORS = {  # id: (call, error type, what the message names)
+    "joint_empty": (lambda: Joint(()), ValueError, "at least one"),
+    "joint_repeated": (lambda: Joint((("a", Gaussian()), ("a", LogNormal()))), ValueError,
+                       "repeated names"),
+    "joint_unnamed": (lambda: Joint(((1, Gaussian()),)), ValueError, "string names"),
+    "joint_not_a_distribution": (lambda: Joint((("a", object()),)), TypeError, "lacks"),
+    "joint_missing": (lambda: _joint()[0].init(choice=Categorical.init(C_PROBS)), ValueError,
+                      "position"),
+    "joint_unknown": (lambda: Joint({"a": Uniform()}).init(b={}), ValueError, "unknown"),
+    "iid_zero": (lambda: Iid(Gaussian(), 0), ValueError, "num"),
+    "iid_not_a_distribution": (lambda: Iid(object(), 2), TypeError, "lacks"),
+    "uniform_empty": (lambda: Uniform(1.0, 1.0), ValueError, "low"),
+    "uniform_shape": (lambda: Uniform(shape=(-1,)), ValueError, "shape"),
+}
+
+
+@pytest.mark.parametrize("case", list(COMBINATOR_ERRORS))
+def test_bad_combinators_are_named(case):
+    make, error, message = COMBINATOR_ERRORS[case]
+    with pytest.raises(error, match=message):
+        make()
