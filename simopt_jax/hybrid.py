@@ -42,6 +42,9 @@ class Config:
       num_directions: ``m``, finite-difference directions of Eq. 10.
       sigma: their scale, in the units of ``beta``.
       checkpoint: of the unrolled steps, as :func:`simopt_jax.unrolled_train`.
+      unroll: ``jax.lax.scan``'s for those steps (``True``: straight-line code, the
+        same numbers; faster on CPU for convolutional networks, jax#12868, slower to
+        compile as ``epochs * n / batch_size`` grows).
     """
 
     epochs: int = 1
@@ -49,6 +52,7 @@ class Config:
     num_directions: int = 16
     sigma: float = 1e-2
     checkpoint: bool | str = False
+    unroll: int | bool = True
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "num_directions"):
@@ -154,7 +158,8 @@ def step(key: jax.Array, state: State, *, generator: Callable[[Any, jax.Array], 
     batches = jnp.tile(order, (config.epochs, 1))
     value, grad_data, inner = unrolled_hypergrad_warm(
         train_loss, val_loss, state.inner, float_part(data), optimizer=inner_optimizer,
-        num_steps=config.epochs * steps_per_epoch, checkpoint=config.checkpoint, batches=batches)
+        num_steps=config.epochs * steps_per_epoch, checkpoint=config.checkpoint, batches=batches,
+        unroll=config.unroll)
     grad = fd_vjp(lambda b: float_part(generator(b, data_key)), state.beta, grad_data, fd_key,
                   num_directions=config.num_directions, sigma=config.sigma)
 

@@ -444,25 +444,28 @@ class BaselineEvaluator:
 
 @functools.lru_cache(maxsize=None)
 def _train_fresh(problem: Problem, num_samples: int, train_steps: int, learning_rate: float):
+    """``(psi, key) -> (params, val_loss)``: a fresh network trained on ``num_samples``
+    images from ``psi``. The steps are a Python loop of one jitted step, not a
+    ``lax.scan``: XLA on CPU runs convolutions inside loop bodies ~10x slower
+    (jax#12868), and unrolling 100 steps would take minutes to compile."""
     optimizer = optax.adam(learning_rate)
+    simulate = jax.jit(lambda psi, key: problem.simulate(key, psi, num_samples))
 
     @jax.jit
+    def step(params, opt_state, x, y):
+        grads = jax.grad(problem.network.loss)(params, x, y)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    val_loss = jax.jit(problem.val_loss)
+
     def train(psi, key):
-        x, y = problem.simulate(key, psi, num_samples)
-
-        def loss(params):
-            return problem.network.loss(params, x, y)
-
-        def body(carry, _):
-            params, opt_state = carry
-            grads = jax.grad(loss)(params)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
-
-        params0 = problem.params0
-        (params, _), _ = jax.lax.scan(body, (params0, optimizer.init(params0)), None,
-                                      length=train_steps)
-        return params, problem.val_loss(params)
+        x, y = simulate(psi, key)
+        params = problem.params0
+        opt_state = optimizer.init(params)
+        for _ in range(train_steps):
+            params, opt_state = step(params, opt_state, x, y)
+        return params, val_loss(params)
 
     return train
 

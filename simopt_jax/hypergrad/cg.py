@@ -38,6 +38,7 @@ def cg(
     x0: Any = None,
     maxiter: int = 100,
     tol: float = 1e-6,
+    unroll: bool = False,
 ) -> tuple[Any, CGState]:
     """Solves ``A x = b`` for symmetric positive-definite ``A`` given as ``matvec``.
 
@@ -46,6 +47,10 @@ def cg(
       b: right-hand side, any pytree of float arrays.
       x0: initial guess (zeros when ``None``).
       maxiter: most matrix-vector products in the loop (``x0 != None`` costs one more).
+      unroll: run all ``maxiter`` iterations as straight-line code, each masked to a
+        no-op once the solve has stopped, instead of a ``while_loop``: the same
+        numbers, always ``maxiter`` products, and no loop around ``matvec`` (XLA on
+        CPU runs convolutions inside loop bodies several times slower, jax#12868).
       tol: stop when ``||r|| <= tol * ||b||``.
 
     Returns:
@@ -77,7 +82,14 @@ def cg(
         return x, r, p, gamma_new, k + 1
 
     init = (x0, r0, r0, gamma0, jnp.zeros((), jnp.int32))
-    x, _, _, gamma, k = jax.lax.while_loop(cond, body, init)
+    if unroll:
+        carry = init
+        for _ in range(int(maxiter)):
+            active = cond(carry)
+            carry = jax.tree.map(lambda new, old: jnp.where(active, new, old), body(carry), carry)
+        x, _, _, gamma, k = carry
+    else:
+        x, _, _, gamma, k = jax.lax.while_loop(cond, body, init)
     relative = jnp.where(b_norm > 0, jnp.sqrt(gamma) / jnp.where(b_norm > 0, b_norm, 1.0), 0.0)
     # A NaN b fails ``gamma > threshold`` at once and would leave x = x0.
     bad = ~jnp.isfinite(gamma0)

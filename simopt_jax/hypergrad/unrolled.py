@@ -75,6 +75,7 @@ def unrolled_train(
     num_steps: int,
     checkpoint: bool | str = False,
     batches: Any = None,
+    unroll: int | bool = 1,
 ) -> InnerState:
     """``num_steps`` optimiser steps on ``train_loss``, differentiable in ``outer``.
 
@@ -90,6 +91,9 @@ def unrolled_train(
         the module docstring. Numbers are identical for every choice.
       batches: optional pytree whose leaves have a leading axis of length ``T``;
         step ``k`` sees ``batch = tree_map(lambda x: x[k], batches)``.
+      unroll: ``jax.lax.scan``'s: steps per loop iteration, ``True`` for none. The
+        numbers do not change; unrolling trades compile time for speed (XLA on CPU
+        runs convolutions inside loop bodies several times slower, jax#12868).
 
     Returns:
       The :class:`InnerState` after ``T`` steps.
@@ -104,16 +108,17 @@ def unrolled_train(
         return InnerState(optax.apply_updates(carry.params, updates), opt_state), None
 
     if checkpoint is False:
-        return jax.lax.scan(step, state, batches, length=num_steps)[0]
+        return jax.lax.scan(step, state, batches, length=num_steps, unroll=unroll)[0]
     if checkpoint == "step":
-        return jax.lax.scan(jax.checkpoint(step), state, batches, length=num_steps)[0]
+        return jax.lax.scan(jax.checkpoint(step), state, batches, length=num_steps,
+                            unroll=unroll)[0]
 
     size = math.isqrt(num_steps - 1) + 1 if num_steps > 1 else 1   # ceil(sqrt(T))
     segments, tail = divmod(num_steps, size)
 
     @jax.checkpoint
     def segment(carry, seg_batches):
-        return jax.lax.scan(step, carry, seg_batches, length=size)[0], None
+        return jax.lax.scan(step, carry, seg_batches, length=size, unroll=unroll)[0], None
 
     head = None if batches is None else jax.tree.map(
         lambda x: x[: segments * size].reshape((segments, size) + x.shape[1:]), batches
@@ -121,7 +126,7 @@ def unrolled_train(
     state = jax.lax.scan(segment, state, head, length=segments)[0]
     if tail:
         rest = None if batches is None else jax.tree.map(lambda x: x[segments * size:], batches)
-        state = jax.lax.scan(jax.checkpoint(step), state, rest, length=tail)[0]
+        state = jax.lax.scan(jax.checkpoint(step), state, rest, length=tail, unroll=unroll)[0]
     return state
 
 
@@ -135,6 +140,7 @@ def unrolled_hypergrad_warm(
     num_steps: int,
     checkpoint: bool | str = False,
     batches: Any = None,
+    unroll: int | bool = 1,
 ) -> tuple[jax.Array, Any, InnerState]:
     """Unrolled hypergradient that also returns the trained state (Eq. 11).
 
@@ -153,7 +159,7 @@ def unrolled_hypergrad_warm(
     def objective(o):
         trained = unrolled_train(
             train_loss, state, o, optimizer=optimizer, num_steps=num_steps,
-            checkpoint=checkpoint, batches=batches,
+            checkpoint=checkpoint, batches=batches, unroll=unroll,
         )
         return val_loss(trained.params), trained
 
@@ -171,6 +177,7 @@ def unrolled_hypergrad(
     num_steps: int,
     checkpoint: bool | str = False,
     batches: Any = None,
+    unroll: int | bool = 1,
 ) -> tuple[jax.Array, Any]:
     """``val_loss`` after ``num_steps`` of training from ``params0``, and its gradient.
 
@@ -187,5 +194,6 @@ def unrolled_hypergrad(
     value, grad_outer, _ = unrolled_hypergrad_warm(
         train_loss, val_loss, init_inner_state(optimizer, params0), outer,
         optimizer=optimizer, num_steps=num_steps, checkpoint=checkpoint, batches=batches,
+        unroll=unroll,
     )
     return value, grad_outer
