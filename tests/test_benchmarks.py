@@ -56,3 +56,61 @@ def test_render_backends_quick(tmp_path):
     assert sum(line.startswith("| 16 |") or line.startswith("| 32 |")
                for line in markdown.splitlines()) == len(rows) + 1   # rows and the ratio
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def _table_lines(path):
+    return [line for line in path.with_suffix(".md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| method")]
+
+
+@pytest.mark.slow
+def test_simopt_scenes_quick(tmp_path):
+    from benchmarks import simopt_scenes
+
+    out = tmp_path / "scenes.json"
+    simopt_scenes.main(["--quick", "--out", str(out), "--runs", str(tmp_path / "runs")])
+    result = json.loads(out.read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {e.label for e in simopt_scenes.ENTRIES}
+    [target] = result["targets"]
+    best = max(r["final_val_miou"] for r in rows.values())
+    assert target == pytest.approx(simopt_scenes.TARGET_FRACTION * best)
+    for r in rows.values():
+        assert r["images"] == result["budget_images"]
+        assert 0 <= r["final_test_miou"] <= 1 and r["psi_distance"] >= 0
+        # A run reaching the target reached it within its budget; the best one surely did.
+        assert r["reached"] == math.isfinite(r["images_to_target"])
+        assert not r["reached"] or 0 < r["images_to_target"] <= result["budget_images"]
+    assert min(rows.values(), key=lambda r: -r["final_val_miou"])["reached"] == 1
+    for name, ratio in result["ratios"].items():
+        mine = rows[result["best_autosimulate"]]["images_to_target"]
+        assert ratio["ratio"] == pytest.approx(rows[name]["images_to_target"] / mine)
+        assert ratio["met"] == (ratio["ratio"] >= simopt_scenes.TARGET_RATIOS[name])
+    assert len(_table_lines(out)) == len(rows)
+    assert out.with_suffix(".png").stat().st_size > 0
+    # A second call reuses the finished runs and gives the same table.
+    again = simopt_scenes.main(["--quick", "--out", str(tmp_path / "again.json"),
+                                "--runs", str(tmp_path / "runs")])
+    assert again["rows"] == result["rows"]
+
+
+@pytest.mark.slow
+def test_simopt_shapes_quick(tmp_path):
+    from benchmarks import simopt_shapes
+
+    out = tmp_path / "shapes.json"
+    simopt_shapes.main(["--quick", "--out", str(out), "--runs", str(tmp_path / "runs")])
+    result = json.loads(out.read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"hybrid", "fixed_psi0", "basic_random_search", "evolution",
+                         *(f"random_fixed ({w} of 10)" for w in ("best", "median", "worst"))}
+    fixed = [rows[f"random_fixed ({w} of 10)"]["val_angle_mean"] for w in ("best", "median",
+                                                                           "worst")]
+    assert all(math.isfinite(v) for v in fixed)
+    for r in rows.values():
+        assert 0 <= r["angle_median"] <= 180 and 0 <= r["angle_mean"] <= 180
+        assert 0 <= r["within_11.25"] <= r["within_22.5"] <= r["within_30"] <= 100
+    assert result["verdicts"]["hybrid_beats_brs"] == (
+        rows["hybrid"]["angle_mean"] < rows["basic_random_search"]["angle_mean"])
+    assert len(_table_lines(out)) == len(rows)
+    assert out.with_suffix(".png").stat().st_size > 0

@@ -166,6 +166,24 @@ def test_baseline_runs_resume_by_replaying_their_evaluations(tmp_path):
     _same(_without_times(read_history(partial)), _without_times(read_history(tmp_path / "full")))
 
 
+def test_random_fixed_reports_best_median_and_worst_of_its_ten_psi(tmp_path):
+    config = RunConfig(task="scenes", method="random_fixed", budget_images=40, **TINY)
+    result = run(config, tmp_path / "run", progress=False)
+    assert result["steps"] == 10 and result["images"] == 40
+    history = read_history(tmp_path / "run")
+    losses = sorted(h["val_loss"] for h in history)
+    fixed = result["fixed"]
+    assert [fixed[k]["value"] for k in ("best", "median", "worst")] == pytest.approx(
+        [losses[0], losses[4], losses[-1]])
+    # Each row carries the metrics of the network its own psi trained.
+    by_loss = {h["val_loss"]: h for h in history}
+    for name in ("best", "median", "worst"):
+        assert result["fixed_val_metric"][name] == pytest.approx(
+            by_loss[fixed[name]["value"]]["eval_val_metric"])
+        assert set(result["fixed_test_metrics"][name]) == {"miou"}
+    assert result["fixed_test_metrics"]["best"]["miou"] == pytest.approx(result["test_metric"])
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_numbers_of_an_uninterrupted_run(tmp_path):
     args = ["--task", "scenes", "--method", "autosimulate", "--size", "tiny",
