@@ -4,6 +4,8 @@
 #   ./dev.sh test   run the test suite (what CI runs)
 #   ./dev.sh bench  render benchmarks -> results/render_speed.json, results/render_backends.json
 #   ./dev.sh bench-hypergrad  hypergradients vs jaxopt/optimistix -> results/hypergrad.json
+#   ./dev.sh simopt ARGS       python -m simopt_jax ARGS (e.g. run --task scenes --method ...)
+#   ./dev.sh bench-simopt [--quick]  both simulator-optimisation benchmarks -> results/simopt_*
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
@@ -43,5 +45,8 @@ case "$cmd" in
   test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) setup; exec "$VENV/bin/python" -m benchmarks.render_speed "$@" ;;
   bench-hypergrad) setup; exec "$VENV/bin/python" -m benchmarks.hypergrad "$@" ;;
-  *) echo "usage: ./dev.sh {demo|test|bench|bench-hypergrad} [args...]" >&2; exit 2 ;;
+  simopt) setup; exec "$VENV/bin/python" -m simopt_jax "$@" ;;
+  bench-simopt) setup; "$VENV/bin/python" -m benchmarks.simopt_scenes "$@"
+    exec "$VENV/bin/python" -m benchmarks.simopt_shapes "$@" ;;
+  *) echo "usage: ./dev.sh {demo|test|bench|bench-hypergrad|simopt|bench-simopt} [args...]" >&2; exit 2 ;;
 esac
