@@ -44,6 +44,17 @@ rays after ``steps[0]`` steps), so ``decode`` jits and vmaps and costs the same
 either way. The march is not differentiated: the image is differentiable in the
 light strengths and colours (a pathwise gradient is exact for those), not in the
 geometry; the :class:`Categorical` makes the simulator a score-function one.
+
+Any renderer can draw the scenes (``SceneSimulator(backend=...)``, one of
+:data:`BACKENDS`): ``"jax"`` (default) is the sphere tracer above; ``"gl"``
+(pyrender over EGL) and ``"blender"`` (Cycles) rasterise or path-trace meshes of the
+same shapes from the same camera and light on the host
+(:mod:`simopt_jax.scene_hosts`), entered through ``render.black_box``, so ``decode``
+still jits and vmaps. All backends read ``s`` through one decoding,
+:meth:`SceneSimulator.parts`. On the host, labels come from the renderer's instance
+pass, high quality turns shadows on, low quality adds the same pixel noise, and the
+image's derivatives in the light strengths and colours are finite differences
+(``fd``; the geometry is not differentiated, as in the tracer).
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,9 +71,15 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int
 
 from render import shapes
+from render.black_box import black_box
+from render.finite_diff import FD
 from render.sdf_render import camera_rays
+from simopt_jax import scene_hosts
 from simopt_jax.autosimulate import Simulator
 from simopt_jax.distributions import Categorical, Gaussian, Iid, Joint, LogNormal, Uniform
+
+BACKENDS: tuple[str, ...] = ("jax", "gl", "blender")
+"""Renderers :class:`SceneSimulator` can draw with (its ``backend``)."""
 
 CLASS_NAMES: tuple[str, ...] = ("background", "sphere", "cube", "cylinder")
 """Label of each class index; 0 is the ground plane and the sky."""
@@ -85,6 +102,34 @@ _CUBE = 0.8      # cube half side, in units of the object size (sphere radius)
 _CYLINDER = 0.8  # cylinder radius and half height, same units
 _SHADOW_BIAS = 0.02   # metres along the normal where shadow rays start
 _SHADOW_HIT = 1e-3    # metres: a shadow ray closer than this to a surface is blocked
+
+
+class SceneParts(NamedTuple):
+    """One decoded sample ``s``: what every backend draws (:meth:`SceneSimulator.parts`).
+
+    Attributes:
+      ambient, key_light: () float32 light strengths.
+      elevation: () float32 camera elevation, radians, clipped to ``elevation_range``.
+      high: () bool, high rendering quality (shadows, no noise).
+      xz: (n, 2) float32 contact points of the objects on the ground, metres.
+      classes: (n,) int32 classes in {1, 2, 3} (sphere, cube, cylinder).
+      size: (n,) float32 object sizes, metres.
+      cos_a, sin_a: (n,) float32 cosine and sine of the objects' azimuths; a point
+        ``p`` is ``(cos_a dx - sin_a dz, y, sin_a dx + cos_a dz)`` in the frame of
+        an object standing at ``xz``, with ``(dx, dz) = (p_x, p_z) - xz``.
+      rgb: (n, 3) float32 albedo of each object, in [0, 1].
+    """
+
+    ambient: jax.Array
+    key_light: jax.Array
+    elevation: jax.Array
+    high: jax.Array
+    xz: jax.Array
+    classes: jax.Array
+    size: jax.Array
+    cos_a: jax.Array
+    sin_a: jax.Array
+    rgb: jax.Array
 
 
 def _in_range(name: str, value, low: float, high: float) -> jax.Array:
@@ -143,6 +188,14 @@ class SceneSimulator:
         the ground or sky behind it.
       far: metres; rays stop there (the sky).
       ground_rgb, sky_rgb: colours of the ground plane (shaded) and the sky (flat).
+      backend: renderer of :meth:`decode`, one of :data:`BACKENDS`. ``"jax"`` (the
+        default) is the sphere tracer above. ``"gl"`` (pyrender over EGL) and
+        ``"blender"`` (Cycles in the worker processes of :mod:`render.blender`) draw
+        the same scene as triangle meshes on the host, entered through
+        ``render.black_box`` (see :mod:`simopt_jax.scene_hosts`).
+      fd: finite differences of a host backend's image in the light strengths and
+        colours; host renderers quantise colour to 8 bits, so the step is far above
+        1/255 of the change it measures.
     """
 
     num_objects: int = 3
@@ -163,8 +216,15 @@ class SceneSimulator:
     far: float = 20.0
     ground_rgb: tuple[float, float, float] = (0.5, 0.5, 0.5)
     sky_rgb: tuple[float, float, float] = (0.12, 0.12, 0.16)
+    backend: str = "jax"
+    fd: FD = FD(step=0.05)
 
     def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r} is not one of {BACKENDS}")
+        if not isinstance(self.fd, FD):
+            raise ValueError(f"fd={self.fd!r} must be a render.FD")
+
         def count(name, value, minimum=1):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
@@ -366,31 +426,68 @@ class SceneSimulator:
         a, e = self.light_azimuth, self.light_elevation
         return np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
 
+    def parts(self, s: dict[str, Any]) -> SceneParts:
+        """What every backend draws for one sample ``s``: the one decoding of ``s``."""
+        n = self.num_objects
+        f32 = jnp.float32
+        layout = jnp.asarray(s["layout"], jnp.int32)
+        region = layout // 2
+        classes = jnp.clip(jnp.floor(s["class"]).astype(jnp.int32), 0, 2) + 1
+        return SceneParts(
+            ambient=s["light"][0].astype(f32),
+            key_light=s["light"][1].astype(f32),
+            elevation=jnp.clip(s["elevation"], *self.elevation_range).astype(f32),
+            high=layout % 2 == 1,
+            xz=(jnp.asarray(self.region_centres(), f32)[region]
+                + jnp.asarray(self.slots(), f32) + s["offset"].astype(f32)),
+            classes=classes,
+            size=s["size"].astype(f32),
+            cos_a=jnp.cos(s["azimuth"]).astype(f32),
+            sin_a=jnp.sin(s["azimuth"]).astype(f32),
+            rgb=jnp.clip(s["colour"].astype(f32)[jnp.arange(n), classes - 1], 0.0, 1.0))
+
     def decode(self, s: dict[str, Any]
                ) -> tuple[Float[Array, "h w 3"], dict[str, Int[Array, "h w"]]]:
-        """Renders one scene.
+        """Renders one scene with ``backend``.
 
         Args:
           s: one sample of :meth:`distribution`.
 
         Returns:
-          ``(image (H, W, 3) float32 in [0, 1], {"labels": (H, W) int32})``: the label
-          of a pixel is the class of the component (ground or object) nearest to the
-          ray's end point, if the ray has reached it (``hit_angle``); 0 for the
-          ground and the sky.
+          ``(image (H, W, 3) float32 in [0, 1], {"labels": (H, W) int32})``. With
+          ``"jax"`` the label of a pixel is the class of the component (ground or
+          object) nearest to the ray's end point, if the ray has reached it
+          (``hit_angle``); with ``"gl"``/``"blender"`` the class of the object the
+          rasteriser shows there. 0 for the ground and the sky.
         """
+        parts = self.parts(s)
+        if self.backend == "jax":
+            colour, labels = self._trace(parts)
+        else:
+            colour, labels = self._host(parts)
+        colour = colour + jnp.where(parts.high, 0.0, self.noise) * s["noise"].astype(jnp.float32)
+        return jnp.clip(colour, 0.0, 1.0), {"labels": labels}
+
+    def _host(self, p: SceneParts):
+        """``(colour (H, W, 3), labels (H, W))`` from a host renderer via ``black_box``.
+
+        The geometry enters under ``stop_gradient``, as the JAX tracer does not
+        differentiate its march: finite differences cover the lights and colours only.
+        """
+        h, w = self.resolution
+        fn = black_box(scene_hosts.host_function(self),
+                       (jax.ShapeDtypeStruct((h, w, 3), jnp.float32),
+                        jax.ShapeDtypeStruct((h, w), jnp.int32)),
+                       fd=self.fd, vmap_method="broadcast_all")
+        geometry = jax.lax.stop_gradient(
+            (p.elevation, p.high, p.xz, p.classes, p.size, p.cos_a, p.sin_a))
+        return fn(jnp.stack([p.ambient, p.key_light]), p.rgb, *geometry)
+
+    def _trace(self, parts: SceneParts):
+        """``(colour (H, W, 3) unclipped, labels (H, W))`` from the JAX sphere tracer."""
         n, (h, w) = self.num_objects, self.resolution
         f32 = jnp.float32
-        ambient, key_light = s["light"][0].astype(f32), s["light"][1].astype(f32)
-        elevation = jnp.clip(s["elevation"], *self.elevation_range).astype(f32)
-        layout = jnp.asarray(s["layout"], jnp.int32)
-        region, high = layout // 2, layout % 2 == 1
-        xz = (jnp.asarray(self.region_centres(), f32)[region] + jnp.asarray(self.slots(), f32)
-              + s["offset"].astype(f32))
-        classes = jnp.clip(jnp.floor(s["class"]).astype(jnp.int32), 0, 2) + 1
-        size = s["size"].astype(f32)
-        cos_a, sin_a = jnp.cos(s["azimuth"]).astype(f32), jnp.sin(s["azimuth"]).astype(f32)
-        rgb = jnp.clip(s["colour"].astype(f32)[jnp.arange(n), classes - 1], 0.0, 1.0)  # (n, 3)
+        ambient, key_light, elevation, high, xz, classes, size, cos_a, sin_a, rgb = parts
         half = _CUBE * size
         radius = _CYLINDER * size
 
@@ -453,9 +550,7 @@ class SceneSimulator:
         albedo = jnp.where(is_object[:, None], rgb[index], jnp.asarray(self.ground_rgb, f32))
         colour = albedo * (ambient + key_light * diffuse)[:, None]
         colour = jnp.where(hit[:, None], colour, jnp.asarray(self.sky_rgb, f32))
-        colour = colour.reshape(h, w, 3)
-        colour = colour + jnp.where(high, 0.0, self.noise) * s["noise"].astype(f32)
-        return jnp.clip(colour, 0.0, 1.0), {"labels": labels.reshape(h, w)}
+        return colour.reshape(h, w, 3), labels.reshape(h, w)
 
     # --- simulator -----------------------------------------------------------------
 
