@@ -55,7 +55,7 @@ class GlRenderConfig:
     mesh_resolution: int = shapes.DEFAULT_MESH_RESOLUTION
 
 
-def _pyrender():
+def pyrender_module():
     """Imports pyrender for EGL, or says what to install."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     if not hasattr(np, "infty"):
@@ -70,9 +70,14 @@ def _pyrender():
     return pyrender
 
 
-def _renderer(resolution):
+def shared_renderer(resolution):
+    """The process's one ``pyrender.OffscreenRenderer``, resized to ``(H, W)``.
+
+    Creating a renderer per image is far slower than reusing one; call it only on
+    :func:`gl_thread`, which owns the EGL context.
+    """
     global _RENDERER
-    pyrender = _pyrender()
+    pyrender = pyrender_module()
     h, w = resolution
     if _RENDERER is None:
         try:
@@ -87,7 +92,7 @@ def _renderer(resolution):
 
 
 @functools.cache
-def _shadow_scene_class(pyrender):
+def shadow_scene_class(pyrender):
     """A ``pyrender.Scene`` whose shadow map frames the objects, not the whole ground.
 
     Pyrender fits a directional light's shadow map to ``scene.centroid`` and
@@ -124,7 +129,7 @@ def camera_pose(height: float, elevation: float) -> np.ndarray:
     return pose
 
 
-def _light_pose(azimuth: float, elevation: float) -> np.ndarray:
+def light_pose(azimuth: float, elevation: float) -> np.ndarray:
     """Pose whose -z axis points from the light into the scene."""
     towards = np.array([math.cos(elevation) * math.sin(azimuth), math.sin(elevation),
                         math.cos(elevation) * math.cos(azimuth)])
@@ -165,10 +170,12 @@ def render(scene, resolution=(64, 64), config: GlRenderConfig = GlRenderConfig()
     ``render.host_render`` under ``jit``) on threads of its own, so every render
     runs on the process's one GL thread.
     """
-    return _gl_thread().submit(_render, scene, resolution, config, background).result()
+    return gl_thread().submit(_render, scene, resolution, config, background).result()
 
 
-def _gl_thread() -> concurrent.futures.ThreadPoolExecutor:
+def gl_thread() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that makes every OpenGL call of this process (EGL contexts are
+    per thread); submit whole renders to it."""
     global _GL_THREAD
     if _GL_THREAD is None:
         _GL_THREAD = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="render-gl")
@@ -176,16 +183,16 @@ def _gl_thread() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def _render(scene, resolution, config, background) -> Image:
-    pyrender = _pyrender()
+    pyrender = pyrender_module()
     h, w = resolution
     cam, light, obj = scene.camera, scene.light, scene.objects
     g = lambda x: np.asarray(x, np.float64)   # noqa: E731
     ambient = float(g(light.ambient))
-    gl_scene = _shadow_scene_class(pyrender)(bg_color=np.zeros(4), ambient_light=np.full(3, ambient))
+    gl_scene = shadow_scene_class(pyrender)(bg_color=np.zeros(4), ambient_light=np.full(3, ambient))
     # Pyrender's diffuse term is 0.96 albedo / pi times the intensity (F0 = 0.04).
     sun = pyrender.DirectionalLight(color=np.ones(3),
                                     intensity=float(g(light.strength)) * math.pi / 0.96)
-    gl_scene.add(sun, pose=_light_pose(float(g(light.azimuth)), float(g(light.elevation))))
+    gl_scene.add(sun, pose=light_pose(float(g(light.azimuth)), float(g(light.elevation))))
     camera = pyrender.PerspectiveCamera(yfov=spec.VERTICAL_FOV, aspectRatio=w / h,
                                         znear=0.005, zfar=2 * _GROUND_EXTENT)
     gl_scene.add(camera, pose=camera_pose(float(g(cam.height)), float(g(cam.elevation))))
@@ -214,7 +221,7 @@ def _render(scene, resolution, config, background) -> Image:
     if len(normal_meshes) > 1:
         points = np.concatenate([v for v, _, _ in normal_meshes[1:]])
         gl_scene.shadow_bounds = np.stack([points.min(0), points.max(0)]) + [[-0.2], [0.2]]
-    r = _renderer(resolution)
+    r = shared_renderer(resolution)
     flags = pyrender.RenderFlags.SHADOWS_DIRECTIONAL if config.shadows else pyrender.RenderFlags.NONE
     color, _ = r.render(gl_scene, flags=flags)
     seg_map = {node: np.array([i, 0, 0], np.uint8) for node, i in nodes.items()}

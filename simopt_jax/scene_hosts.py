@@ -158,7 +158,7 @@ def _render_gl_all(sim: SceneSimulator, scenes: list[HostScene]):
 
     # An EGL context is current in one thread only: every render runs on the
     # process's one GL thread, with its one reused renderer.
-    out = gl_renderer._gl_thread().submit(lambda: [_render_gl(sim, s) for s in scenes]).result()
+    out = gl_renderer.gl_thread().submit(lambda: [_render_gl(sim, s) for s in scenes]).result()
     return np.stack([c for c, _ in out]), np.stack([l for _, l in out])
 
 
@@ -210,14 +210,14 @@ def _sun_class(pyrender):
 def _render_gl(sim: SceneSimulator, scene: HostScene):
     from render import gl_renderer
 
-    pyrender = gl_renderer._pyrender()
+    pyrender = gl_renderer.pyrender_module()
     h, w = sim.resolution
     ambient, key_light = (float(v) for v in scene.light)
-    gl_scene = gl_renderer._shadow_scene_class(pyrender)(
+    gl_scene = gl_renderer.shadow_scene_class(pyrender)(
         bg_color=np.zeros(4), ambient_light=np.full(3, ambient))
     # Pyrender's diffuse term is 0.96 albedo / pi times the intensity (F0 = 0.04).
     sun = _sun_class(pyrender)(color=np.ones(3), intensity=key_light * math.pi / 0.96)
-    gl_scene.add(sun, pose=gl_renderer._light_pose(sim.light_azimuth, sim.light_elevation))
+    gl_scene.add(sun, pose=gl_renderer.light_pose(sim.light_azimuth, sim.light_elevation))
     eye = _eye(sim, float(scene.elevation))
     camera = pyrender.PerspectiveCamera(yfov=sim.fov, aspectRatio=w / h, znear=0.01,
                                         zfar=2 * sim.far)
@@ -238,7 +238,7 @@ def _render_gl(sim: SceneSimulator, scene: HostScene):
     points = np.concatenate(points)
     gl_scene.shadow_bounds = np.stack([points.min(0), points.max(0)]) + [[-0.2], [0.2]]
 
-    renderer = gl_renderer._renderer((h, w))
+    renderer = gl_renderer.shared_renderer((h, w))
     flags = (pyrender.RenderFlags.SHADOWS_DIRECTIONAL if bool(scene.high)
              else pyrender.RenderFlags.NONE)
     colour, _ = renderer.render(gl_scene, flags=flags)

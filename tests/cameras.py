@@ -21,7 +21,7 @@ def jax_pixel(point, height, elevation, resolution):
 
 def gl_pixel(point, height, elevation, resolution):
     """(row, col) of a world point through pyrender's own camera matrices."""
-    pyrender = gl_renderer._pyrender()
+    pyrender = gl_renderer.pyrender_module()
     h, w = resolution
     camera = pyrender.PerspectiveCamera(yfov=spec.VERTICAL_FOV, aspectRatio=w / h)
     view = np.linalg.inv(gl_renderer.camera_pose(height, elevation))
