@@ -18,9 +18,11 @@ import sys
 import typing
 
 from simopt_jax.problems import PROBLEMS, SIZES
+from simopt_jax.scenes import BACKENDS
 from simopt_jax.run import METHODS, RunConfig, run
 
-_CHOICES = {"task": sorted(PROBLEMS), "method": METHODS, "size": sorted(SIZES)}
+_CHOICES = {"task": sorted(PROBLEMS), "method": METHODS, "size": sorted(SIZES),
+            "backend": BACKENDS}
 _REQUIRED = ("task", "method", "budget_images")
 
 

@@ -44,7 +44,7 @@ from jax.flatten_util import ravel_pytree
 from simopt_jax.autosimulate import Simulator
 from simopt_jax.grammar import DEFAULT_SIZE_MEDIAN, Grammar
 from simopt_jax.library import LibraryShapes
-from simopt_jax.scenes import CLASS_NAMES, DEFAULT_COLOURS, SceneSimulator
+from simopt_jax.scenes import BACKENDS, CLASS_NAMES, DEFAULT_COLOURS, SceneSimulator
 from simopt_jax.simulators import ShapeSimulator
 from simopt_jax.tasks import NormalsDepth, Segmentation, TaskNetwork
 
@@ -81,16 +81,33 @@ SIZES: dict[str, Size] = {
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A problem by name and size: hashable, so it can be sent to workers."""
+    """A problem by name, size and training renderer: hashable, so it can be sent
+    to workers.
+
+    Attributes:
+      task: a key of :data:`PROBLEMS`.
+      size: a key of :data:`SIZES`.
+      backend: the renderer of the simulator the network trains on, one of
+        :data:`simopt_jax.scenes.BACKENDS` (``"scenes"`` only; ``"shapes"`` renders
+        with ``render.render_sdf``). The validation and test sets are always the
+        JAX tracer's, so ``"gl"`` or ``"blender"`` make the training images come
+        from another renderer than the ones the network is judged on.
+    """
 
     task: str
     size: str = "quick"
+    backend: str = "jax"
 
     def __post_init__(self):
         if self.task not in PROBLEMS:
             raise ValueError(f"task={self.task!r} is not one of {sorted(PROBLEMS)}")
         if self.size not in SIZES:
             raise ValueError(f"size={self.size!r} is not one of {sorted(SIZES)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r} is not one of {BACKENDS}")
+        if self.task != "scenes" and self.backend != "jax":
+            raise ValueError(f"backend={self.backend!r} needs task='scenes'; task="
+                             f"{self.task!r} renders with render.render_sdf (backend='jax')")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -322,13 +339,13 @@ def scene_psi_star(scenes: SceneSimulator) -> dict:
 
 def _scenes(spec: Spec) -> Problem:
     size = SIZES[spec.size]
-    scenes = SceneSimulator(resolution=size.resolution)
-    simulator = scenes.simulator()
+    scenes = SceneSimulator(resolution=size.resolution)   # the JAX tracer: val and test
+    simulator = dataclasses.replace(scenes, backend=spec.backend).simulator()
     psi0, psi_star = scenes.init_psi(), scene_psi_star(scenes)
     k_val, k_test, k_params = jax.random.split(jax.random.key(DATA_SEED), 3)
 
     def data(key, num):
-        _, x, y = simulator.simulate(key, psi_star, num)
+        _, x, y = scenes.simulator().simulate(key, psi_star, num)
         return x, y
 
     network = Segmentation(num_classes=len(CLASS_NAMES), features=size.features)

@@ -74,6 +74,8 @@ class RunConfig:
       budget_images: images the method may render, in all.
       seed: of the run's keys (data sets and ``params0`` are fixed per problem).
       size: a key of :data:`simopt_jax.problems.SIZES`.
+      backend: renderer of the training simulator (:class:`simopt_jax.problems.Spec`):
+        ``"jax"``, or ``"gl"``/``"blender"`` for the ``scenes`` task.
       num_samples: images rendered per outer step (AutoSimulate's ``K``, the hybrid
         gradient's examples) and per baseline evaluation.
       inner_steps: AutoSimulate's fine-tuning steps per outer step.
@@ -98,6 +100,7 @@ class RunConfig:
     budget_images: int
     seed: int = 0
     size: str = "quick"
+    backend: str = "jax"
     num_samples: int = 16
     inner_steps: int = 10
     inner_lr: float = 3e-3
@@ -117,7 +120,7 @@ class RunConfig:
     psi0: Any = None
 
     def __post_init__(self):
-        Spec(self.task, self.size)   # names a bad task or size
+        Spec(self.task, self.size, self.backend)   # names a bad task, size or backend
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not one of {METHODS}")
         if self.variant not in VARIANTS:
@@ -277,7 +280,7 @@ def run(config: RunConfig | None = None, out: str | os.PathLike = "runs/run", *,
                              f"or choose another folder")
         out.mkdir(parents=True, exist_ok=True)
         _write_json(saved, config.to_json())
-    problem = get_problem(Spec(config.task, config.size))
+    problem = get_problem(Spec(config.task, config.size, config.backend))
     psi0 = _psi0(problem, config)
     if config.method in GRADIENT_METHODS:
         history, summary = _run_gradient(problem, config, psi0, out, resume, progress)

@@ -45,6 +45,8 @@ def _same(a, b):
     (dict(variant="cubic"), "variant='cubic' is not one of"),
     (dict(inner_lr=float("nan")), "inner_lr=nan must be a finite number > 0"),
     (dict(budget_images=3), "smaller than one step of autosimulate (4 images)"),
+    (dict(backend="vulkan"), "backend='vulkan' is not one of"),
+    (dict(task="shapes", backend="gl"), "backend='gl' needs task='scenes'"),
     (dict(method="hybrid", budget_images=19, num_directions=2),
      "smaller than one step of hybrid (20 images)"),
 ])
@@ -123,6 +125,25 @@ def test_a_nan_hypergradient_is_never_applied_and_stops_the_run(tmp_path, monkey
     saved = pickle.loads((tmp_path / "r" / "checkpoints" / "state.pkl").read_bytes())
     for a, b in zip(jax.tree.leaves(saved["state"].psi), jax.tree.leaves(good.psi0)):
         np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_scenes_can_train_on_gl_renders_and_validate_on_the_tracer(tmp_path):
+    """--backend gl: the training simulator is pyrender's, the judged data the tracer's."""
+    gl = problems.get_problem(problems.Spec("scenes", "tiny", "gl"))
+    tracer = problems.get_problem(problems.Spec("scenes", "tiny"))
+    for a, b in zip(jax.tree.leaves((gl.val, gl.test)), jax.tree.leaves((tracer.val, tracer.test))):
+        np.testing.assert_array_equal(a, b)
+    key = jax.random.key(5)
+    _, x_gl, y_gl = gl.simulator.simulate(key, gl.psi0, 4)
+    _, x_jax, y_jax = tracer.simulator.simulate(key, tracer.psi0, 4)
+    assert np.mean(np.asarray(y_gl["labels"]) == np.asarray(y_jax["labels"])) > 0.9
+    assert np.mean(np.abs(np.asarray(x_gl) - np.asarray(x_jax))) > 1e-4   # another renderer
+    config = RunConfig(task="scenes", method="autosimulate", budget_images=8, backend="gl",
+                       **TINY)
+    result = run(config, tmp_path / "r", progress=False)
+    assert result["images"] == 8 and result["steps"] == 2
+    assert np.isfinite(result["val_metric"]) and np.isfinite(result["psi_distance"])
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["backend"] == "gl"
 
 
 # ----------------------------------------------------------------------------- run folder
