@@ -118,6 +118,25 @@ def shadow_scene_class(pyrender):
     return ShadowScene
 
 
+@functools.cache
+def sun_class(pyrender):
+    """A ``pyrender.DirectionalLight`` that lights what lies outside its shadow map.
+
+    Pyrender samples shadow maps with ``GL_REPEAT``, so ground outside the map's
+    square (fitted to the objects by ``shadow_bounds``) gets far-away copies of their
+    shadows. Clamping to the border (depth 1, pyrender's border colour) lights it.
+    """
+    from OpenGL.GL import GL_CLAMP_TO_BORDER
+
+    class Sun(pyrender.DirectionalLight):
+        def _generate_shadow_texture(self, size=None):
+            super()._generate_shadow_texture(size)
+            self.shadow_texture.sampler = pyrender.Sampler(
+                wrapS=GL_CLAMP_TO_BORDER, wrapT=GL_CLAMP_TO_BORDER)
+
+    return Sun
+
+
 def camera_pose(height: float, elevation: float) -> np.ndarray:
     """4x4 camera-to-world pose in OpenGL's convention (looks along its -z)."""
     se, ce = math.sin(elevation), math.cos(elevation)
@@ -190,7 +209,7 @@ def _render(scene, resolution, config, background) -> Image:
     ambient = float(g(light.ambient))
     gl_scene = shadow_scene_class(pyrender)(bg_color=np.zeros(4), ambient_light=np.full(3, ambient))
     # Pyrender's diffuse term is 0.96 albedo / pi times the intensity (F0 = 0.04).
-    sun = pyrender.DirectionalLight(color=np.ones(3),
+    sun = sun_class(pyrender)(color=np.ones(3),
                                     intensity=float(g(light.strength)) * math.pi / 0.96)
     gl_scene.add(sun, pose=light_pose(float(g(light.azimuth)), float(g(light.elevation))))
     camera = pyrender.PerspectiveCamera(yfov=spec.VERTICAL_FOV, aspectRatio=w / h,

@@ -188,25 +188,6 @@ def _ground_disc(sim: SceneSimulator, eye: np.ndarray):
     return verts, faces, np.tile([0.0, 1.0, 0.0], (len(verts), 1))
 
 
-@functools.cache
-def _sun_class(pyrender):
-    """A ``pyrender.DirectionalLight`` that lights what lies outside its shadow map.
-
-    Pyrender samples shadow maps with ``GL_REPEAT``, so ground outside the map's
-    square (fitted to the objects by ``shadow_bounds``) gets far-away copies of their
-    shadows. Clamping to the border (depth 1, pyrender's border colour) lights it.
-    """
-    from OpenGL.GL import GL_CLAMP_TO_BORDER
-
-    class Sun(pyrender.DirectionalLight):
-        def _generate_shadow_texture(self, size=None):
-            super()._generate_shadow_texture(size)
-            self.shadow_texture.sampler = pyrender.Sampler(
-                wrapS=GL_CLAMP_TO_BORDER, wrapT=GL_CLAMP_TO_BORDER)
-
-    return Sun
-
-
 def _render_gl(sim: SceneSimulator, scene: HostScene):
     from render import gl_renderer
 
@@ -216,7 +197,7 @@ def _render_gl(sim: SceneSimulator, scene: HostScene):
     gl_scene = gl_renderer.shadow_scene_class(pyrender)(
         bg_color=np.zeros(4), ambient_light=np.full(3, ambient))
     # Pyrender's diffuse term is 0.96 albedo / pi times the intensity (F0 = 0.04).
-    sun = _sun_class(pyrender)(color=np.ones(3), intensity=key_light * math.pi / 0.96)
+    sun = gl_renderer.sun_class(pyrender)(color=np.ones(3), intensity=key_light * math.pi / 0.96)
     gl_scene.add(sun, pose=gl_renderer.light_pose(sim.light_azimuth, sim.light_elevation))
     eye = _eye(sim, float(scene.elevation))
     camera = pyrender.PerspectiveCamera(yfov=sim.fov, aspectRatio=w / h, znear=0.01,
