@@ -58,6 +58,21 @@ def test_render_backends_quick(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("other, mine, verdict, ratio", [
+    (960.0, 320.0, "met", 3.0),                  # 3x fewer: a 2.5x target is met
+    (640.0, 320.0, "not met", 2.0),
+    (math.inf, 320.0, "met", 3.0),               # never reached: > 960, so >= 3x
+    (math.inf, 880.0, "undecided", 960 / 880),   # > 960 proves only >= 1.09x
+    (320.0, math.inf, "not met", math.nan),
+])
+def test_scene_ratios_claim_no_more_than_was_measured(other, mine, verdict, ratio):
+    from benchmarks.simopt_scenes import compare
+
+    r = compare(other, mine, 960, 2.5)
+    assert r["verdict"] == verdict and r["met"] == (verdict == "met")
+    assert r["ratio"] == pytest.approx(ratio, nan_ok=True)
+
+
 def _table_lines(path):
     return [line for line in path.with_suffix(".md").read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| method")]
@@ -84,7 +99,10 @@ def test_simopt_scenes_quick(tmp_path):
     assert min(rows.values(), key=lambda r: -r["final_val_miou"])["reached"] == 1
     for name, ratio in result["ratios"].items():
         mine = rows[result["best_autosimulate"]]["images_to_target"]
-        assert ratio["ratio"] == pytest.approx(rows[name]["images_to_target"] / mine)
+        other = rows[name]["images_to_target"]
+        assert ratio["at_least"] == math.isinf(other)
+        bound = result["budget_images"] if ratio["at_least"] else other
+        assert ratio["ratio"] == pytest.approx(bound / mine)
         assert ratio["met"] == (ratio["ratio"] >= simopt_scenes.TARGET_RATIOS[name])
     assert len(_table_lines(out)) == len(rows)
     assert out.with_suffix(".png").stat().st_size > 0
