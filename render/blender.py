@@ -455,6 +455,21 @@ def _mesh_key(class_id: int, shape_id: int, resolution: int) -> str:
     return f"{spec.CLASS_NAMES[class_id]}{shape_id}r{resolution}"
 
 
+def render_header(config: BlenderRenderConfig, resolution, meshes: list[str | None], *,
+                  workers: int = 1, vertical_fov: float = spec.VERTICAL_FOV) -> dict:
+    """The header of a worker's ``render`` request: ``config`` for a ``(H, W)`` image of
+    the objects whose mesh keys are ``meshes`` (None: an empty slot), with Cycles'
+    threads shared among ``workers`` unless ``config.threads`` says otherwise."""
+    threads = config.threads or max(2, (os.cpu_count() or 1) // workers)
+    return {"op": "render", "config": {
+        "resolution": [int(r) for r in resolution], "samples": config.samples,
+        "seed": config.seed, "filter_width": config.filter_width, "denoise": config.denoise,
+        "device": config.device, "threads": threads, "shadows": config.shadows,
+        "textures": config.textures, "texture_contrast": config.texture_contrast,
+        "sun_angle": config.sun_angle, "vertical_fov": vertical_fov,
+        "first_object": FIRST_OBJECT, "meshes": meshes}}
+
+
 def scene_request(scene, resolution, config: BlenderRenderConfig, name: str, workers: int = 1
                   ) -> Request:
     """The worker request of one concrete (numpy) scene."""
@@ -473,13 +488,7 @@ def scene_request(scene, resolution, config: BlenderRenderConfig, name: str, wor
         keys.append(key)
         if key not in meshes:
             meshes[key] = shapes.object_mesh(c, s, config.mesh_resolution)
-    threads = config.threads or max(2, (os.cpu_count() or 1) // workers)
-    header = {"op": "render", "config": {
-        "resolution": [h, w], "samples": config.samples, "seed": config.seed,
-        "filter_width": config.filter_width, "denoise": config.denoise, "device": config.device,
-        "threads": threads, "shadows": config.shadows, "textures": config.textures,
-        "texture_contrast": config.texture_contrast, "sun_angle": config.sun_angle,
-        "vertical_fov": spec.VERTICAL_FOV, "first_object": FIRST_OBJECT, "meshes": keys}}
+    header = render_header(config, (h, w), keys, workers=workers)
     position = f64(obj.position)
     arrays = {
         "camera": np.array([f64(scene.camera.height), f64(scene.camera.elevation)]),

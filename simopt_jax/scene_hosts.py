@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
+
+from render.jax_renderer import FIRST_OBJECT, GROUND
 
 if TYPE_CHECKING:
     from simopt_jax.scenes import SceneSimulator
@@ -42,8 +43,6 @@ _GAMMA = 2.2
 _GROUND_SIDES = 128
 """Sides of the polygon standing in for the ground disc."""
 
-_GROUND, _FIRST_OBJECT = 1, 2
-"""Instance ids of the ground and the first object (0: the sky), as in :mod:`render`."""
 
 
 class HostScene(NamedTuple):
@@ -211,10 +210,10 @@ def _render_gl(sim: SceneSimulator, scene: HostScene):
         return pyrender.Mesh([pyrender.Primitive(positions=verts, normals=normals, indices=faces,
                                                  material=material)])
 
-    nodes = {gl_scene.add(mesh(*_ground_disc(sim, eye), np.asarray(sim.ground_rgb))): _GROUND}
+    nodes = {gl_scene.add(mesh(*_ground_disc(sim, eye), np.asarray(sim.ground_rgb))): GROUND}
     points = []
     for k, parts in enumerate(_objects(scene)):
-        nodes[gl_scene.add(mesh(*parts, scene.rgb[k]))] = _FIRST_OBJECT + k
+        nodes[gl_scene.add(mesh(*parts, scene.rgb[k]))] = FIRST_OBJECT + k
         points.append(parts[0])
     points = np.concatenate(points)
     gl_scene.shadow_bounds = np.stack([points.min(0), points.max(0)]) + [[-0.2], [0.2]]
@@ -252,13 +251,8 @@ def _blender_request(sim: SceneSimulator, scene: HostScene, config, name: str, w
     meshes = {key: unit_mesh(c)[:2] for key, c in zip(keys, classes)}
     azimuth = np.arctan2(np.asarray(scene.sin_a, np.float64), np.asarray(scene.cos_a, np.float64))
     xz = np.asarray(scene.xz, np.float64)
-    threads = config.threads or max(2, (os.cpu_count() or 1) // workers)
-    header = {"op": "render", "config": {
-        "resolution": list(sim.resolution), "samples": config.samples, "seed": config.seed,
-        "filter_width": config.filter_width, "denoise": config.denoise, "device": config.device,
-        "threads": threads, "shadows": config.shadows, "textures": False,
-        "texture_contrast": config.texture_contrast, "sun_angle": config.sun_angle,
-        "vertical_fov": sim.fov, "first_object": _FIRST_OBJECT, "meshes": keys}}
+    header = blender.render_header(config, sim.resolution, keys, workers=workers,
+                                   vertical_fov=sim.fov)
     arrays = {
         "camera": np.array([eye[1], elevation]),
         "light": np.array([float(scene.light[0]), float(scene.light[1]),

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from render import blender
 from simopt_jax.scenes import BACKENDS, SceneSimulator
 
 JAX = SceneSimulator()
@@ -98,7 +97,6 @@ def test_gl_light_gradient_matches_jax_pathwise():
     np.testing.assert_array_less(np.abs(np.log(finite / exact)), np.log(1.25))
 
 
-@pytest.mark.skipif(not blender.installed(), reason="bpy workers not installed (./dev.sh)")
 def test_blender_labels_agree_with_jax():
     sim = SceneSimulator(backend="blender")
     images, bl_labels = _render(sim, 2)
