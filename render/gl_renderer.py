@@ -181,6 +181,29 @@ def object_vertices(class_id, shape_id, position, scale, azimuth, resolution):
     return world, np.asarray(faces), _canonical_normals(class_id, shape_id, resolution) @ rot.T
 
 
+def normals_pass(renderer, camera, pose: np.ndarray, meshes) -> np.ndarray:
+    """World-frame unit normals (H, W, 3) seen by ``camera`` at ``pose``.
+
+    An unlit pass whose vertex colours encode the normals (8 bits per channel, so
+    about 0.5 degrees of quantisation). ``meshes`` are ``(vertices, faces,
+    unit vertex normals)`` in the world frame; call on the GL thread. Pixels that
+    show nothing hold an arbitrary unit vector: mask them with the instance pass.
+    """
+    pyrender = pyrender_module()
+    # Background grey encodes the zero vector: where multisampling blends a silhouette
+    # with it the normal only shortens (renormalised below) instead of turning.
+    flat = pyrender.Scene(bg_color=np.array([0.5, 0.5, 0.5, 1.0]), ambient_light=np.ones(3))
+    flat.add(camera, pose=pose)
+    for verts, faces, normals in meshes:
+        colours = np.c_[(normals + 1) / 2, np.ones(len(normals))]
+        flat.add(pyrender.Mesh([pyrender.Primitive(positions=verts, normals=normals,
+                                                   indices=faces, color_0=colours)]))
+    encoded, _ = renderer.render(flat, flags=pyrender.RenderFlags.FLAT)
+    normals = encoded[..., :3].astype(np.float64) / 255 * 2 - 1
+    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
+    return np.where(norm > 0, normals / np.maximum(norm, 1e-9), 0.0)
+
+
 def render(scene, resolution=(64, 64), config: GlRenderConfig = GlRenderConfig(),
            background=None) -> Image:
     """Renders one concrete scene with pyrender (numpy in, ``Image`` of numpy out).
@@ -250,15 +273,8 @@ def _render(scene, resolution, config, background) -> Image:
     seg, depth = r.render(gl_scene, flags=pyrender.RenderFlags.SEG, seg_node_map=seg_map)
     instance = seg[..., 0].astype(np.int32)
 
-    # Normals: an unlit pass whose vertex colours encode world normals.
-    flat = pyrender.Scene(bg_color=np.zeros(4), ambient_light=np.ones(3))
-    flat.add(camera, pose=camera_pose(float(g(cam.height)), float(g(cam.elevation))))
-    for verts, faces, normals in normal_meshes:
-        flat.add(mesh(verts, faces, normals, color_0=np.c_[(normals + 1) / 2, np.ones(len(normals))]))
-    encoded, _ = r.render(flat, flags=pyrender.RenderFlags.FLAT)
-    normals = encoded[..., :3].astype(np.float64) / 255 * 2 - 1
-    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
-    normals = np.where(norm > 0, normals / np.maximum(norm, 1e-9), 0.0)
+    normals = normals_pass(r, camera, camera_pose(float(g(cam.height)), float(g(cam.elevation))),
+                           normal_meshes)
 
     rgb = (color[..., :3].astype(np.float64) / 255) ** _GAMMA   # pyrender writes x^(1/2.2)
     if background is None:

@@ -544,11 +544,32 @@ def mesh_from_sdf(sdf_fn, lo, hi, resolution):
     points = np.pad(points, ((0, -n % _CHUNK), (0, 0)))
     chunks = [points[i : i + _CHUNK] for i in range(0, len(points), _CHUNK)]
     values = np.concatenate([np.asarray(_apply(sdf_fn, c)) for c in chunks])
+    return mesh_from_grid(values[:n].reshape(counts), lo, spacing)
+
+
+def mesh_from_grid(values, lo, spacing):
+    """Triangle mesh of the zero set of SDF samples on a regular grid (marching cubes).
+
+    Args:
+      values: (X, Y, Z) signed distances at ``lo + spacing * (i, j, k)``, negative inside.
+      lo: (3,) position of sample ``(0, 0, 0)``.
+      spacing: distance between neighbouring samples (cubic cells).
+
+    Returns:
+      vertices (V, 3) float32 and faces (F, 3) int32, wound counter-clockwise seen
+      from outside (normals point out).
+
+    Raises:
+      ValueError: the grid has no zero crossing (the shape is empty or fills it).
+    """
+    values = np.array(values, np.float32)   # a copy: marching_cubes needs a writable buffer
+    if not (values.min() < 0 < values.max()):
+        raise ValueError("the SDF grid has no surface: every sample has the same sign")
     verts, faces, _, _ = marching_cubes(
-        values[:n].reshape(counts), level=0.0, spacing=(spacing,) * 3,
+        values, level=0.0, spacing=(float(spacing),) * 3,
         gradient_direction="descent", allow_degenerate=False,
     )
-    return (verts + lo).astype(np.float32), faces.astype(np.int32)
+    return (verts + np.asarray(lo, np.float32)).astype(np.float32), faces.astype(np.int32)
 
 
 def _mesh_cache_dir() -> Path:
