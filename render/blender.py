@@ -456,10 +456,16 @@ def _mesh_key(class_id: int, shape_id: int, resolution: int) -> str:
 
 
 def render_header(config: BlenderRenderConfig, resolution, meshes: list[str | None], *,
-                  workers: int = 1, vertical_fov: float = spec.VERTICAL_FOV) -> dict:
+                  workers: int = 1, vertical_fov: float = spec.VERTICAL_FOV,
+                  ground: bool = True, transient_meshes: bool = False) -> dict:
     """The header of a worker's ``render`` request: ``config`` for a ``(H, W)`` image of
     the objects whose mesh keys are ``meshes`` (None: an empty slot), with Cycles'
-    threads shared among ``workers`` unless ``config.threads`` says otherwise."""
+    threads shared among ``workers`` unless ``config.threads`` says otherwise.
+
+    ``ground=False`` hides the ground plane (a lone shape in the sky);
+    ``transient_meshes=True`` makes the worker forget the meshes after the render
+    (shapes drawn once, which would otherwise pile up in its cache).
+    """
     threads = config.threads or max(2, (os.cpu_count() or 1) // workers)
     return {"op": "render", "config": {
         "resolution": [int(r) for r in resolution], "samples": config.samples,
@@ -467,7 +473,8 @@ def render_header(config: BlenderRenderConfig, resolution, meshes: list[str | No
         "device": config.device, "threads": threads, "shadows": config.shadows,
         "textures": config.textures, "texture_contrast": config.texture_contrast,
         "sun_angle": config.sun_angle, "vertical_fov": vertical_fov,
-        "first_object": FIRST_OBJECT, "meshes": meshes}}
+        "first_object": FIRST_OBJECT, "meshes": meshes, "ground": ground,
+        "transient_meshes": transient_meshes}}
 
 
 def scene_request(scene, resolution, config: BlenderRenderConfig, name: str, workers: int = 1

@@ -113,6 +113,7 @@ class Worker:
         ground = bpy.data.objects.new("ground", ground_mesh)
         scene.collection.objects.link(ground)
         ground.pass_index = 1
+        self.ground = ground
         self.ground_material = self._material("ground", texture_scale=6.0)
         ground_mesh.materials.append(self.ground_material)
         self.object_materials = []
@@ -283,6 +284,7 @@ class Worker:
         # A uniform sky of radiance `ambient` lights an open surface with albedo * ambient.
         self.world_background.inputs["Strength"].default_value = ambient
 
+        self.ground.hide_render = not config.get("ground", True)
         self._set_material(self.ground_material, arrays["ground_rgb"], 0.5,
                            config["textures"], config["texture_contrast"])
         self._clear_objects()
@@ -291,10 +293,18 @@ class Worker:
                 self._add_object(k, self._mesh(key, arrays), arrays["pose"][k], arrays["rgb"][k],
                                  arrays["seed"][k], config)
 
-        start = time.perf_counter()
-        bpy.ops.render.render()
-        render_s = time.perf_counter() - start
-        passes = {name: self._read_pass(name) for name, _, _ in _PASSES}
+        try:
+            start = time.perf_counter()
+            bpy.ops.render.render()
+            render_s = time.perf_counter() - start
+            passes = {name: self._read_pass(name) for name, _, _ in _PASSES}
+        finally:
+            if config.get("transient_meshes", False):
+                # Shapes drawn once (a grammar's samples): free them instead of caching.
+                self._clear_objects()
+                for key in set(config["meshes"]) - {None}:
+                    if key in self.meshes:
+                        bpy.data.meshes.remove(self.meshes.pop(key))
         rgba = passes["rgba"]
         normals = passes["normals"][..., :3][..., [0, 2, 1]]   # Blender -> spec axes
         # The pass averages samples (background ones count as zero): renormalise.
