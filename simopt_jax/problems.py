@@ -88,10 +88,11 @@ class Spec:
       task: a key of :data:`PROBLEMS`.
       size: a key of :data:`SIZES`.
       backend: the renderer of the simulator the network trains on, one of
-        :data:`simopt_jax.scenes.BACKENDS` (``"scenes"`` only; ``"shapes"`` renders
-        with ``render.render_sdf``). The validation and test sets are always the
-        JAX tracer's, so ``"gl"`` or ``"blender"`` make the training images come
-        from another renderer than the ones the network is judged on.
+        :data:`simopt_jax.scenes.BACKENDS` (``"jax"``, ``"gl"``, ``"blender"``).
+        The validation and test sets are always the JAX tracer's (the scenes of
+        ``psi*``; the textured library shapes), so ``"gl"`` or ``"blender"`` make
+        the training images come from another renderer than the ones the network
+        is judged on.
     """
 
     task: str
@@ -105,9 +106,6 @@ class Spec:
             raise ValueError(f"size={self.size!r} is not one of {sorted(SIZES)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r} is not one of {BACKENDS}")
-        if self.task != "scenes" and self.backend != "jax":
-            raise ValueError(f"backend={self.backend!r} needs task='scenes'; task="
-                             f"{self.task!r} renders with render.render_sdf (backend='jax')")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -295,7 +293,8 @@ def grammar_bounds(psi0: dict) -> dict:
 
 def _shapes(spec: Spec) -> Problem:
     size = SIZES[spec.size]
-    shapes = ShapeSimulator(grammar=Grammar(max_depth=3), resolution=size.resolution)
+    shapes = ShapeSimulator(grammar=Grammar(max_depth=3), resolution=size.resolution,
+                            backend=spec.backend)
     dist = GrammarViews(shapes)
 
     def decode(s):

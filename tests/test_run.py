@@ -46,7 +46,6 @@ def _same(a, b):
     (dict(inner_lr=float("nan")), "inner_lr=nan must be a finite number > 0"),
     (dict(budget_images=3), "smaller than one step of autosimulate (4 images)"),
     (dict(backend="vulkan"), "backend='vulkan' is not one of"),
-    (dict(task="shapes", backend="gl"), "backend='gl' needs task='scenes'"),
     (dict(method="hybrid", budget_images=19, num_directions=2),
      "smaller than one step of hybrid (20 images)"),
 ])
