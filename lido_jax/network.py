@@ -1,0 +1,267 @@
+"""The LiDO prediction network (sec. 4.2, App. D.2, Table 5) and its loss.
+
+Per object the input is the observed and rendered patches and their difference,
+stacked ``(S, S, 9)`` (S = 64 in the paper), plus the current latents ``z``
+standardised (:func:`encode_inputs`): the object's own LVs (class and shape one-hot),
+the globals as this object estimates them (GO), the globals as rendered after the
+vote (GV) and ``GO - GV``.
+
+Architecture (Table 5): five non-colour sub-networks (position, size, azimuth,
+lighting, camera) share three convolutions (32, 64*, 128*; 3x3, tanh; ``*`` = dropout
+0.5 after it) with two 2x2 max-pools; each then has its own 64* conv, a max-pool, a
+32 conv and three fully connected tanh layers of 40, each fed the features
+concatenated with ``z`` (``Fz``), and an ``Fz`` output layer. The two colour
+sub-networks (object, ground) are separate and simpler: three stride-2 ReLU
+convolutions (32, 64, 128*), three ``Fz-40`` ReLU layers and ``Fz-3``.
+
+Outputs (:data:`HEADS`) and what they predict, the targets of :func:`targets`:
+
+- ``position`` (2): the contact point's offset to the truth in the object's current
+  frame (rotated by minus its azimuth), in units of ``POSITION_UNIT`` metres;
+- ``size`` (1): the standardised scale; ``azimuth`` (360): logits over the offset to
+  the true azimuth in 1-degree bins;
+- ``light`` (5): standardised uniform strength, directional strength and elevation,
+  then sin and cos of the azimuth; ``camera`` (2): standardised height and elevation;
+- ``object_colour``, ``ground_colour`` (3 each): RGB.
+
+Loss (App. D.2): L1 + L2 summed over the continuous outputs, plus 0.2 times the
+cross-entropy of the azimuth bins; Adam with learning rate 3e-4 (:func:`optimizer`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+import render
+from lido_jax import latents, refine
+from render import spec
+
+HEADS: dict[str, int] = {"position": 2, "size": 1, "azimuth": 360, "light": 5, "camera": 2,
+                         "object_colour": 3, "ground_colour": 3}
+"""Output heads and their widths (Table 5's last row)."""
+
+GEOMETRY_HEADS: tuple[str, ...] = ("position", "size", "azimuth", "light", "camera")
+COLOUR_HEADS: tuple[str, ...] = ("object_colour", "ground_colour")
+
+Z_SIZE: int = latents.OBJECT_SIZE + 3 * latents.GLOBAL_SIZE
+"""Length of the standardised ``z`` fed to every ``Fz`` layer (object, GO, GV, GO-GV)."""
+
+POSITION_UNIT: float = 0.1
+"""Metres per unit of the ``position`` output."""
+
+AZIMUTH_BINS: int = HEADS["azimuth"]
+CROSS_ENTROPY_WEIGHT: float = 0.2
+LEARNING_RATE: float = 3e-4
+
+Params = Any
+
+
+class _Fz(nn.Module):
+    """Dense layer on the features concatenated with ``z``."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, h, z):
+        return nn.Dense(self.features)(jnp.concatenate([h, z], -1))
+
+
+class _GeometryHead(nn.Module):
+    out: int
+    dropout_rate: float
+
+    @nn.compact
+    def __call__(self, h, z, train: bool):
+        h = jnp.tanh(nn.Conv(64, (3, 3))(h))
+        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        h = nn.max_pool(h, (2, 2), (2, 2))
+        h = jnp.tanh(nn.Conv(32, (3, 3))(h))
+        h = h.reshape(h.shape[:-3] + (-1,))
+        for _ in range(3):
+            h = jnp.tanh(_Fz(40)(h, z))
+        return _Fz(self.out)(h, z)
+
+
+class _ColourHead(nn.Module):
+    out: int
+    dropout_rate: float
+
+    @nn.compact
+    def __call__(self, x, z, train: bool):
+        h = nn.relu(nn.Conv(32, (3, 3), strides=2)(x))
+        h = nn.relu(nn.Conv(64, (3, 3), strides=2)(h))
+        h = nn.relu(nn.Conv(128, (3, 3), strides=2)(h))
+        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        h = h.reshape(h.shape[:-3] + (-1,))
+        for _ in range(3):
+            h = nn.relu(_Fz(40)(h, z))
+        return _Fz(self.out)(h, z)
+
+
+class _Trunk(nn.Module):
+    dropout_rate: float
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+        h = jnp.tanh(nn.Conv(32, (3, 3))(x))
+        h = drop(jnp.tanh(nn.Conv(64, (3, 3))(h)))
+        h = nn.max_pool(h, (2, 2), (2, 2))
+        h = drop(jnp.tanh(nn.Conv(128, (3, 3))(h)))
+        return nn.max_pool(h, (2, 2), (2, 2))
+
+
+class PredictionNetwork(nn.Module):
+    """Table 5's network: ``apply(params, patches (B, S, S, 9), z (B, Z_SIZE))`` returns
+    a dict of :data:`HEADS` outputs (B, width). ``S`` must be a multiple of 8.
+
+    Train with ``train=True`` and ``rngs={"dropout": key}``.
+    """
+
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, patches, z, train: bool = False) -> dict[str, jax.Array]:
+        if patches.ndim != 4 or patches.shape[-1] != 9 or patches.shape[1] % 8 or \
+                patches.shape[1] != patches.shape[2]:
+            raise ValueError(f"patches must be (B, S, S, 9) with S a multiple of 8, got {patches.shape}")
+        if z.shape != (patches.shape[0], Z_SIZE):
+            raise ValueError(f"z must be (B, {Z_SIZE}) for patches {patches.shape}, got {z.shape}")
+        trunk = _Trunk(self.dropout_rate, name="trunk")(patches, train)
+        out = {name: _GeometryHead(HEADS[name], self.dropout_rate, name=name)(trunk, z, train)
+               for name in GEOMETRY_HEADS}
+        out.update({name: _ColourHead(HEADS[name], self.dropout_rate, name=name)(patches, z, train)
+                    for name in COLOUR_HEADS})
+        return out
+
+
+def stack_patches(observed, rendered) -> jax.Array:
+    """``(..., S, S, 9)``: observed, rendered and their difference (sec. 4.2)."""
+    return jnp.concatenate([observed, rendered, observed - rendered], -1)
+
+
+def encode_inputs(state: refine.RefineState, scene: render.Scene) -> jax.Array:
+    """(N, Z_SIZE) standardised ``z`` per object: object LVs (class, shape one-hot), the
+    object's vote on the globals (GO), the voted globals (GV) and ``GO - GV``."""
+    objects = latents.encode_objects(refine.to_scene(scene, state.objects, state.globals))
+    go = jax.vmap(lambda g: latents.encode_globals(refine.to_scene(scene, state.objects, g)))(
+        state.votes)
+    gv = jnp.broadcast_to(latents.encode_globals(refine.to_scene(scene, state.objects, state.globals)),
+                          go.shape)
+    return jnp.concatenate([objects, go, gv, go - gv], -1)
+
+
+def _std(path: str, value):
+    f = spec.FIELDS[path]
+    return (value - jnp.asarray(f.mean, jnp.float32)) / jnp.asarray(f.std, jnp.float32)
+
+
+def _unstd(path: str, value):
+    f = spec.FIELDS[path]
+    return value * jnp.asarray(f.std, jnp.float32) + jnp.asarray(f.mean, jnp.float32)
+
+
+def _rotate(xz, azimuth, sign):
+    c, s = jnp.cos(azimuth), jnp.sin(azimuth)
+    return jnp.stack([c * xz[..., 0] + sign * s * xz[..., 1],
+                      -sign * s * xz[..., 0] + c * xz[..., 1]], -1)
+
+
+def targets(objects, truth_objects, truth_globals) -> dict[str, jax.Array]:
+    """What the heads should output for current objects (N, 7) given the truth's
+    objects (N, 7) and globals (9,) (physical units, ``refine.OBJECT_FIELDS`` /
+    ``refine.GLOBAL_FIELDS``); ``azimuth`` is the integer bin of the offset."""
+    az = objects[:, 3]
+    offset = _rotate(truth_objects[:, :2] - objects[:, :2], az, +1) / POSITION_UNIT
+    turn = jnp.mod(truth_objects[:, 3] - az, 2 * math.pi)
+    bins = jnp.clip(jnp.floor(turn / (2 * math.pi) * AZIMUTH_BINS), 0, AZIMUTH_BINS - 1)
+    g = truth_globals
+    light = jnp.stack([_std("light.ambient", g[2]), _std("light.strength", g[3]),
+                       _std("light.elevation", g[5]), jnp.sin(g[4]), jnp.cos(g[4])])
+    camera = jnp.stack([_std("camera.height", g[0]), _std("camera.elevation", g[1])])
+    n = objects.shape[0]
+    return {"position": offset, "size": _std("objects.scale", truth_objects[:, 2:3]),
+            "azimuth": bins.astype(jnp.int32), "light": jnp.broadcast_to(light, (n, 5)),
+            "camera": jnp.broadcast_to(camera, (n, 2)), "object_colour": truth_objects[:, 4:7],
+            "ground_colour": jnp.broadcast_to(g[6:9], (n, 3))}
+
+
+def decode(outputs: dict[str, jax.Array], objects) -> tuple[jax.Array, jax.Array]:
+    """Network outputs for current objects (N, 7) -> predicted objects (N, 7) and votes
+    on the globals (N, 9), physical units (not clipped). The azimuth is the current
+    one turned by the circular mean of the bins' centres under the softmax."""
+    az = objects[:, 3]
+    position = objects[:, :2] + _rotate(POSITION_UNIT * outputs["position"], az, -1)
+    centres = (jnp.arange(AZIMUTH_BINS) + 0.5) * (2 * math.pi / AZIMUTH_BINS)
+    p = jax.nn.softmax(outputs["azimuth"], -1)
+    turn = jnp.arctan2(p @ jnp.sin(centres), p @ jnp.cos(centres))
+    scale = _unstd("objects.scale", outputs["size"][:, 0])
+    new_objects = jnp.concatenate([position, scale[:, None], (az + turn)[:, None],
+                                   outputs["object_colour"]], -1)
+    light, camera = outputs["light"], outputs["camera"]
+    votes = jnp.stack([_unstd("camera.height", camera[:, 0]), _unstd("camera.elevation", camera[:, 1]),
+                       _unstd("light.ambient", light[:, 0]), _unstd("light.strength", light[:, 1]),
+                       jnp.arctan2(light[:, 3], light[:, 4]), _unstd("light.elevation", light[:, 2])],
+                      -1)
+    return new_objects, jnp.concatenate([votes, outputs["ground_colour"]], -1)
+
+
+def loss(outputs: dict[str, jax.Array], target: dict[str, jax.Array], valid) -> jax.Array:
+    """App. D.2's loss averaged over valid rows: L1 + L2 of every continuous head, plus
+    ``CROSS_ENTROPY_WEIGHT`` times the azimuth bins' cross-entropy."""
+    w = jnp.asarray(valid, jnp.float32)
+    count = jnp.maximum(jnp.sum(w), 1.0)
+    total = 0.0
+    for name in HEADS:
+        if name == "azimuth":
+            ce = optax.softmax_cross_entropy_with_integer_labels(outputs[name], target[name])
+            total += CROSS_ENTROPY_WEIGHT * jnp.sum(w * ce) / count
+        else:
+            d = outputs[name] - target[name]
+            total += jnp.sum(w[:, None] * (jnp.abs(d) + jnp.square(d))) / count
+    return total
+
+
+def optimizer(learning_rate: float = LEARNING_RATE) -> optax.GradientTransformation:
+    """Adam with the paper's learning rate."""
+    return optax.adam(learning_rate)
+
+
+def init(key: jax.Array, patch_size: int = 64, model: PredictionNetwork = PredictionNetwork()) -> Params:
+    """Parameters for ``patch_size`` patches."""
+    return model.init(key, jnp.zeros((1, patch_size, patch_size, 9)), jnp.zeros((1, Z_SIZE)))
+
+
+def train_step(model: PredictionNetwork, opt: optax.GradientTransformation):
+    """A jitted ``step(params, opt_state, batch, key) -> (params, opt_state, loss)`` on a
+    batch dict of ``patches`` (B, S, S, 9), ``z`` (B, Z_SIZE), ``targets`` (a dict as
+    :func:`targets` returns, rows of B) and ``valid`` (B,)."""
+
+    def objective(params, batch, key):
+        out = model.apply(params, batch["patches"], batch["z"], train=True, rngs={"dropout": key})
+        return loss(out, batch["targets"], batch["valid"])
+
+    @jax.jit
+    def step(params, opt_state, batch, key):
+        value, grads = jax.value_and_grad(objective)(params, batch, key)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
+def predictor(params: Params, model: PredictionNetwork = PredictionNetwork()) -> refine.Predictor:
+    """The network as ``refine``'s predictor (dropout off)."""
+
+    def predict(observed_patches, rendered_patches, state, scene):
+        z = encode_inputs(state, scene)
+        out = model.apply(params, stack_patches(observed_patches, rendered_patches), z)
+        return decode(out, state.objects)
+
+    return predict
