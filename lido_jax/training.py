@@ -1,0 +1,374 @@
+"""Training data for the LiDO prediction network and the training run (sec. 4, 4.2).
+
+**Examples.** One example per object of a (truth, start) pair of scenes: the patches
+of the observed image and of the start scene's render around the start's contact
+point, the start's standardised ``z`` (:func:`lido_jax.network.encode_inputs`) and the
+heads' targets (:func:`lido_jax.network.targets`). :func:`examples` is jittable.
+
+**Sources.** The paper trains on two sources: (1) the initialisation networks'
+outputs on generated images, paired with the truth by contact-point distance, and
+(2) the truth plus uniform noise of +- the initialisation networks' median error per
+latent, with the shape replaced by a random one. Only source 2 is written here
+(:func:`noisy_start`); the initialisation networks are not written yet, so the noise
+half-widths default to :data:`DEFAULT_OBJECT_NOISE` / :data:`DEFAULT_GLOBAL_NOISE`,
+our stand-in for their median errors (about a tenth of each range; 30 degrees of
+azimuth), to be replaced by measured errors once they exist.
+
+**Runs.** :func:`train` (``python -m lido_jax train --data DATASET --out RUN``)
+builds the examples once from a dataset folder of :mod:`lido_jax.dataset` (cached in
+the run folder), holds out a validation split of scenes, and trains with Adam
+(lr 3e-4) in the run folder layout of the design: ``config.json``,
+``history.jsonl`` (train and validation loss), ``checkpoints/latest.msgpack``
+(written atomically every ``checkpoint_every`` steps), ``figures/loss.png`` and
+``result.json``. ``--resume RUN`` continues from the checkpoint; batches depend only
+on the seed and the step, so a resumed run gives the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+from tqdm.auto import tqdm
+
+import render
+from lido_jax import dataset, network, refine
+from render import spec
+
+DEFAULT_OBJECT_NOISE = np.array([0.15, 0.15, 0.01, math.radians(30), 0.1, 0.1, 0.1], np.float32)
+"""Half-widths of source 2's uniform noise per object latent (``refine.OBJECT_FIELDS``):
+metres, metres, metres of scale, radians, RGB."""
+
+DEFAULT_GLOBAL_NOISE = np.array([0.05, math.radians(5), 0.1, 0.2, math.radians(30),
+                                 math.radians(10), 0.1, 0.1, 0.1], np.float32)
+"""Half-widths of source 2's uniform noise per global latent (``refine.GLOBAL_FIELDS``)."""
+
+
+def noisy_start(key: jax.Array, truth: render.Scene, object_noise=DEFAULT_OBJECT_NOISE,
+                global_noise=DEFAULT_GLOBAL_NOISE, shape_mismatch: bool = True) -> render.Scene:
+    """Source 2: the truth plus uniform noise of +- the half-widths on every latent,
+    clipped to the ranges, and (``shape_mismatch``) every shape replaced by a random
+    variant of its class. Jittable; one unbatched scene."""
+    k_obj, k_glob, k_shape = jax.random.split(key, 3)
+    objects = refine.object_vectors(truth)
+    g = refine.global_vector(truth)
+    objects = objects + jnp.asarray(object_noise) * jax.random.uniform(
+        k_obj, objects.shape, minval=-1.0, maxval=1.0)
+    g = g + jnp.asarray(global_noise) * jax.random.uniform(k_glob, g.shape, minval=-1.0, maxval=1.0)
+    class_id = truth.objects.class_id
+    scene = refine.to_scene(truth, refine.clip_objects(objects, class_id), refine.clip_globals(g))
+    if shape_mismatch:
+        count = jnp.asarray(spec.NUM_SHAPES)[class_id]
+        shape = jnp.floor(jax.random.uniform(k_shape, class_id.shape) * count).astype(jnp.int32)
+        scene = scene.replace(objects=scene.objects.replace(shape_id=jnp.minimum(shape, count - 1)))
+    return scene
+
+
+def examples(truth: render.Scene, start: render.Scene, observed, *, patch_fraction: float = 0.5,
+             patch_size: int = 64, render_fn: refine.RenderFn | None = None) -> dict:
+    """The examples of one (truth, start) pair: a dict of ``patches`` (N, S, S, 9),
+    ``z`` (N, Z_SIZE), ``targets`` (rows of N) and ``valid`` (N,), one row per object
+    slot. The start is rendered by ``render_fn`` (default: the JAX tracer without
+    shadows at the observed image's resolution), as in the refinement loop."""
+    observed = jnp.asarray(observed, jnp.float32)
+    resolution = tuple(observed.shape[:2])
+    render_fn = render_fn or refine.jax_render_fn(resolution)
+    state = refine.initial_state(start)
+    rgb, _ = render_fn(start)
+    centres = refine.contact_pixels(state.objects, state.globals, resolution)
+    side = patch_fraction * resolution[0]
+    patches = network.stack_patches(refine.extract_patches(observed, centres, side, patch_size),
+                                    refine.extract_patches(rgb, centres, side, patch_size))
+    return {"patches": patches, "z": network.encode_inputs(state, start),
+            "targets": network.targets(state.objects, refine.object_vectors(truth),
+                                       refine.global_vector(truth)),
+            "valid": jnp.asarray(start.objects.valid, bool)}
+
+
+# ---------------------------------------------------------------------------------------
+# The training run.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of :func:`train` (all saved in ``config.json``).
+
+    Attributes:
+      data: a dataset folder (``python -m lido_jax dataset``).
+      steps: optimiser steps.
+      batch_size: examples (objects) per step.
+      copies: noisy starts (source 2) per scene.
+      patch_size, patch_fraction: as ``refine.RefineConfig``; use the same values
+        when refining.
+      validation_fraction: share of the scenes held out for the validation loss.
+      eval_every: steps between validation losses; checkpoint_every: between
+        checkpoints.
+      learning_rate: Adam's (3e-4 in the paper).
+      seed: of the noise, the split, the batches, dropout and the initial weights.
+    """
+
+    data: str
+    steps: int = 2000
+    batch_size: int = 32
+    copies: int = 4
+    patch_size: int = 64
+    patch_fraction: float = 0.5
+    validation_fraction: float = 0.1
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    learning_rate: float = network.LEARNING_RATE
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "copies", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.patch_size < 8 or self.patch_size % 8:
+            raise ValueError(f"patch_size={self.patch_size} must be a positive multiple of 8")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction={self.validation_fraction} must be in (0, 1)")
+        if self.checkpoint_every % self.eval_every:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every} must be a multiple of "
+                             f"eval_every={self.eval_every} (a resumed run restarts at a "
+                             "checkpoint and must see the same running train loss)")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+
+
+def _stack_rows(parts: list[dict]) -> dict:
+    rows = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *parts)
+    keep = rows["valid"]
+    return jax.tree.map(lambda x: x[keep], rows)
+
+
+def build_examples(config: TrainConfig, progress: bool = True) -> tuple[dict, dict]:
+    """(train, validation) example tables from the dataset: every scene's valid objects,
+    ``copies`` noisy starts each; scenes split by ``validation_fraction``."""
+    from lido_jax import fit   # scene_files lives with the other dataset readers
+
+    files = fit.scene_files(config.data)
+    if len(files) < 2:
+        raise ValueError(f"{config.data}: need at least 2 scene files (one for validation), "
+                         f"found {len(files)}")
+    key = jax.random.key(config.seed)
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), len(files)))
+    n_val = max(1, int(round(config.validation_fraction * len(files))))
+    make = jax.jit(lambda k, truth, obs: examples(
+        truth, noisy_start(k, truth), obs, patch_fraction=config.patch_fraction,
+        patch_size=config.patch_size))
+    split = {"train": [], "validation": []}
+    for rank, i in enumerate(tqdm(order, desc="examples", disable=not progress)):
+        truth, arrays = dataset.load_scene(files[i])
+        truth = jax.tree.map(jnp.asarray, truth)
+        for c in range(config.copies):
+            k = jax.random.fold_in(jax.random.fold_in(key, 1 + int(i)), c)
+            rows = make(k, truth, arrays["rgb"])
+            split["validation" if rank < n_val else "train"].append(jax.device_get(rows))
+    return _stack_rows(split["train"]), _stack_rows(split["validation"])
+
+
+def _save_examples(path: Path, table: dict) -> None:
+    flat = {"/".join(str(getattr(k, "key", k)) for k in p): np.asarray(v)
+            for p, v in jax.tree_util.tree_flatten_with_path(table)[0]}
+    dataset.atomic_write(path, dataset.npz_bytes(flat))
+
+
+def _load_examples(path: Path) -> dict:
+    with np.load(path) as data:
+        flat = {k: data[k] for k in data.files}
+    table = {"targets": {}}
+    for k, v in flat.items():
+        head, _, rest = k.partition("/")
+        if rest:
+            table[head][rest] = v
+        else:
+            table[k] = v
+    return table
+
+
+def _loss_fn(model):
+    return jax.jit(lambda params, b: network.loss(model.apply(params, b["patches"], b["z"]),
+                                                  b["targets"], b["valid"]))
+
+
+def evaluate(params, table: dict, model: network.PredictionNetwork = network.PredictionNetwork(),
+             batch_size: int = 256) -> float:
+    """Mean loss (dropout off) over an example table."""
+    loss = _loss_fn(model)
+    n = len(table["valid"])
+    total = 0.0
+    for start in range(0, n, batch_size):
+        b = jax.tree.map(lambda x: x[start:start + batch_size], table)
+        total += float(loss(params, b)) * len(b["valid"])
+    return total / max(n, 1)
+
+
+def _batch(table: dict, key: jax.Array, step: int, batch_size: int) -> dict:
+    n = len(table["valid"])
+    idx = np.asarray(jax.random.choice(jax.random.fold_in(key, step), n, (batch_size,),
+                                       replace=n < batch_size))
+    return jax.tree.map(lambda x: x[idx], table)
+
+
+def _checkpoint_bytes(params, opt_state, step: int) -> bytes:
+    return serialization.msgpack_serialize(
+        {"params": serialization.to_state_dict(params),
+         "opt_state": serialization.to_state_dict(opt_state), "step": step})
+
+
+def _plot(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for key, label in (("train_loss", "train (running mean)"), ("validation_loss", "validation")):
+        pts = [(h["step"], h[key]) for h in history if key in h]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (L1 + L2 + 0.2 CE)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_history(out: str | Path) -> list[dict]:
+    path = Path(out) / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_params(out: str | Path, model: network.PredictionNetwork = network.PredictionNetwork()):
+    """The parameters of a run folder's latest checkpoint (and its step)."""
+    out = Path(out)
+    config = json.loads((out / "config.json").read_text())
+    template = network.init(jax.random.key(0), config["patch_size"], model)
+    state = serialization.msgpack_restore((out / "checkpoints" / "latest.msgpack").read_bytes())
+    return serialization.from_state_dict(template, state["params"]), int(state["step"])
+
+
+def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
+          progress: bool = True) -> dict:
+    """Trains the prediction network on source-2 examples; see the module docstring.
+
+    Returns the ``result.json`` dict: steps, final train and validation loss, example
+    counts and wall time.
+    """
+    out = Path(out)
+    if resume:
+        if not (out / "config.json").exists():
+            raise FileNotFoundError(f"{out}: no config.json to resume from")
+        saved = json.loads((out / "config.json").read_text())
+        config = TrainConfig(**saved)
+    elif config is None:
+        raise ValueError("pass a TrainConfig, or resume=True with an existing run folder")
+    elif (out / "config.json").exists():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        dataset.atomic_write(out / "config.json",
+                             json.dumps(dataclasses.asdict(config), indent=2).encode())
+    cache = {name: out / f"examples_{name}.npz" for name in ("train", "validation")}
+    if all(p.exists() for p in cache.values()):
+        train_rows, val_rows = (_load_examples(cache[n]) for n in ("train", "validation"))
+    else:
+        train_rows, val_rows = build_examples(config, progress)
+        _save_examples(cache["train"], train_rows)
+        _save_examples(cache["validation"], val_rows)
+
+    model = network.PredictionNetwork()
+    opt = network.optimizer(config.learning_rate)
+    key = jax.random.key(config.seed)
+    params = network.init(jax.random.fold_in(key, 2), config.patch_size, model)
+    opt_state = opt.init(params)
+    step0 = 0
+    ckpt = out / "checkpoints" / "latest.msgpack"
+    ckpt.parent.mkdir(exist_ok=True)
+    history = read_history(out)
+    if resume and ckpt.exists():
+        state = serialization.msgpack_restore(ckpt.read_bytes())
+        params = serialization.from_state_dict(params, state["params"])
+        opt_state = serialization.from_state_dict(opt_state, state["opt_state"])
+        step0 = int(state["step"])
+    history = [h for h in history if h["step"] <= step0]   # lines past the checkpoint are redone
+    (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    step_fn = network.train_step(model, opt)
+    batch_key, dropout_key = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
+    t0 = time.perf_counter() - (history[-1]["wall_time_s"] if history else 0.0)
+    window: list[float] = []
+    bar = tqdm(range(step0, config.steps), initial=step0, total=config.steps, desc="train LiDO",
+               disable=not progress)
+    for step in bar:
+        batch = _batch(train_rows, batch_key, step, config.batch_size)
+        params, opt_state, loss = step_fn(params, opt_state, batch, jax.random.fold_in(dropout_key, step))
+        window.append(float(loss))
+        done = step + 1
+        if done % config.eval_every == 0 or done == config.steps:
+            line = {"step": done, "train_loss": float(np.mean(window)),
+                    "validation_loss": evaluate(params, val_rows, model),
+                    "wall_time_s": time.perf_counter() - t0}
+            window = []
+            history.append(line)
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+            bar.set_postfix(train=f"{line['train_loss']:.3f}", val=f"{line['validation_loss']:.3f}")
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            dataset.atomic_write(ckpt, _checkpoint_bytes(params, opt_state, done))
+    bar.close()
+    _plot(history, out / "figures" / "loss.png")
+    last = history[-1] if history else {}
+    result = {"steps": config.steps, "train_examples": int(len(train_rows["valid"])),
+              "validation_examples": int(len(val_rows["valid"])),
+              "initial_validation_loss": evaluate(
+                  network.init(jax.random.fold_in(key, 2), config.patch_size, model), val_rows, model),
+              "train_loss": last.get("train_loss"), "validation_loss": last.get("validation_loss"),
+              "wall_time_s": last.get("wall_time_s")}
+    dataset.atomic_write(out / "result.json", json.dumps(result, indent=2).encode())
+    return result
+
+
+def add_train_command(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train the LiDO prediction network (source 2 examples)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="dataset folder (python -m lido_jax dataset)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    defaults = TrainConfig(data="")
+    for name in ("steps", "batch_size", "copies", "patch_size", "eval_every", "checkpoint_every",
+                 "seed"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    p.add_argument("--patch-fraction", type=float, default=defaults.patch_fraction)
+    p.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    p.add_argument("--no-progress", action="store_true")
+
+    def run(args) -> int:
+        config = None
+        if not args.resume:
+            if not args.data:
+                p.error("--data is required unless --resume")
+            config = TrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size,
+                                 copies=args.copies, patch_size=args.patch_size,
+                                 patch_fraction=args.patch_fraction,
+                                 validation_fraction=args.validation_fraction,
+                                 eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                                 learning_rate=args.learning_rate, seed=args.seed)
+        result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+        print(json.dumps(result, indent=2))
+        return 0
+
+    p.set_defaults(run=run)
+    return p
