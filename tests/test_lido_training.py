@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lido_jax import dataset, generator, network, refine, training
 from lido_jax.__main__ import main
+from render import spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(resolution=(32, 32), check_resolution=(32, 32), min_objects=2, max_objects=3)
@@ -48,17 +48,12 @@ def test_noisy_start_stays_within_the_noise_and_the_class():
     assert np.all(d_glob <= training.DEFAULT_GLOBAL_NOISE + 1e-5)
     assert d_obj.max() > 0 and d_glob.max() > 0
     np.testing.assert_array_equal(start.objects.class_id, gt.scene.objects.class_id)
-    counts = np.asarray(render_num_shapes())[np.asarray(start.objects.class_id)]
+    counts = np.asarray(spec.NUM_SHAPES)[np.asarray(start.objects.class_id)]
     assert np.all(np.asarray(start.objects.shape_id) < counts)
     shapes = [training.noisy_start(jax.random.key(k), gt.scene).objects.shape_id for k in range(8)]
     assert len({tuple(np.asarray(s)[valid]) for s in shapes}) > 1   # shapes are re-drawn
     same = training.noisy_start(jax.random.key(1), gt.scene, shape_mismatch=False)
     np.testing.assert_array_equal(same.objects.shape_id, gt.scene.objects.shape_id)
-
-
-def render_num_shapes():
-    from render import spec
-    return spec.NUM_SHAPES
 
 
 def test_examples_pair_patches_inputs_and_targets():
