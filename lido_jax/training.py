@@ -251,13 +251,81 @@ def read_history(out: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_params(out: str | Path, model: network.PredictionNetwork = network.PredictionNetwork()):
-    """The parameters of a run folder's latest checkpoint (and its step)."""
+def load_params(out: str | Path, template=None):
+    """The parameters of a run folder's latest checkpoint (and its step), restored into
+    ``template`` (default: the prediction network of the run's ``patch_size``)."""
     out = Path(out)
-    config = json.loads((out / "config.json").read_text())
-    template = network.init(jax.random.key(0), config["patch_size"], model)
+    if template is None:
+        config = json.loads((out / "config.json").read_text())
+        template = network.init(jax.random.key(0), config["patch_size"])
     state = serialization.msgpack_restore((out / "checkpoints" / "latest.msgpack").read_bytes())
     return serialization.from_state_dict(template, state["params"]), int(state["step"])
+
+
+def open_run(out: str | Path, config_type, config, resume: bool):
+    """The config of a run folder: ``config`` written to a new folder, or (``resume``)
+    the one saved there, as a ``config_type``."""
+    out = Path(out)
+    if resume:
+        if not (out / "config.json").exists():
+            raise FileNotFoundError(f"{out}: no config.json to resume from")
+        return config_type(**json.loads((out / "config.json").read_text()))
+    if config is None:
+        raise ValueError(f"pass a {config_type.__name__}, or resume=True with an existing run folder")
+    if (out / "config.json").exists():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    dataset.atomic_write(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2).encode())
+    return config
+
+
+def fit(out: str | Path, *, steps: int, eval_every: int, checkpoint_every: int, params, opt_state,
+        update, validate, progress: bool = True, desc: str = "train"):
+    """The training loop of a run folder, resumable.
+
+    ``update(params, opt_state, step) -> (params, opt_state, loss)`` must depend only
+    on its arguments (draw batches and dropout from the step), so a run resumed from
+    ``checkpoints/latest.msgpack`` repeats an uninterrupted one; ``validate(params)``
+    gives the validation loss written to ``history.jsonl`` every ``eval_every`` steps
+    with the running mean of the training loss. Checkpoints (every
+    ``checkpoint_every`` steps, a multiple of ``eval_every``, and at the end) are
+    written atomically. Saves ``figures/loss.png``.
+
+    Returns:
+      ``(params, opt_state, history)``.
+    """
+    out = Path(out)
+    ckpt = out / "checkpoints" / "latest.msgpack"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    step0 = 0
+    if ckpt.exists():
+        state = serialization.msgpack_restore(ckpt.read_bytes())
+        params = serialization.from_state_dict(params, state["params"])
+        opt_state = serialization.from_state_dict(opt_state, state["opt_state"])
+        step0 = int(state["step"])
+    history = [h for h in read_history(out) if h["step"] <= step0]   # later lines are redone
+    (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    t0 = time.perf_counter() - (history[-1]["wall_time_s"] if history else 0.0)
+    window: list[float] = []
+    bar = tqdm(range(step0, steps), initial=step0, total=steps, desc=desc, disable=not progress)
+    for step in bar:
+        params, opt_state, loss = update(params, opt_state, step)
+        window.append(float(loss))
+        done = step + 1
+        if done % eval_every == 0 or done == steps:
+            line = {"step": done, "train_loss": float(np.mean(window)),
+                    "validation_loss": float(validate(params)),
+                    "wall_time_s": time.perf_counter() - t0}
+            window = []
+            history.append(line)
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+            bar.set_postfix(train=f"{line['train_loss']:.3f}", val=f"{line['validation_loss']:.3f}")
+        if done % checkpoint_every == 0 or done == steps:
+            dataset.atomic_write(ckpt, _checkpoint_bytes(params, opt_state, done))
+    bar.close()
+    _plot(history, out / "figures" / "loss.png")
+    return params, opt_state, history
 
 
 def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
@@ -268,19 +336,7 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
     counts and wall time.
     """
     out = Path(out)
-    if resume:
-        if not (out / "config.json").exists():
-            raise FileNotFoundError(f"{out}: no config.json to resume from")
-        saved = json.loads((out / "config.json").read_text())
-        config = TrainConfig(**saved)
-    elif config is None:
-        raise ValueError("pass a TrainConfig, or resume=True with an existing run folder")
-    elif (out / "config.json").exists():
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        dataset.atomic_write(out / "config.json",
-                             json.dumps(dataclasses.asdict(config), indent=2).encode())
+    config = open_run(out, TrainConfig, config, resume)
     cache = {name: out / f"examples_{name}.npz" for name in ("train", "validation")}
     if all(p.exists() for p in cache.values()):
         train_rows, val_rows = (_load_examples(cache[n]) for n in ("train", "validation"))
@@ -292,50 +348,25 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
     model = network.PredictionNetwork()
     opt = network.optimizer(config.learning_rate)
     key = jax.random.key(config.seed)
-    params = network.init(jax.random.fold_in(key, 2), config.patch_size, model)
-    opt_state = opt.init(params)
-    step0 = 0
-    ckpt = out / "checkpoints" / "latest.msgpack"
-    ckpt.parent.mkdir(exist_ok=True)
-    history = read_history(out)
-    if resume and ckpt.exists():
-        state = serialization.msgpack_restore(ckpt.read_bytes())
-        params = serialization.from_state_dict(params, state["params"])
-        opt_state = serialization.from_state_dict(opt_state, state["opt_state"])
-        step0 = int(state["step"])
-    history = [h for h in history if h["step"] <= step0]   # lines past the checkpoint are redone
-    (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    initial = network.init(jax.random.fold_in(key, 2), config.patch_size, model)
     step_fn = network.train_step(model, opt)
     batch_key, dropout_key = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
-    t0 = time.perf_counter() - (history[-1]["wall_time_s"] if history else 0.0)
-    window: list[float] = []
-    bar = tqdm(range(step0, config.steps), initial=step0, total=config.steps, desc="train LiDO",
-               disable=not progress)
-    for step in bar:
+
+    def update(params, opt_state, step):
         batch = _batch(train_rows, batch_key, step, config.batch_size)
-        params, opt_state, loss = step_fn(params, opt_state, batch, jax.random.fold_in(dropout_key, step))
-        window.append(float(loss))
-        done = step + 1
-        if done % config.eval_every == 0 or done == config.steps:
-            line = {"step": done, "train_loss": float(np.mean(window)),
-                    "validation_loss": evaluate(params, val_rows, model),
-                    "wall_time_s": time.perf_counter() - t0}
-            window = []
-            history.append(line)
-            with open(out / "history.jsonl", "a") as f:
-                f.write(json.dumps(line) + "\n")
-            bar.set_postfix(train=f"{line['train_loss']:.3f}", val=f"{line['validation_loss']:.3f}")
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            dataset.atomic_write(ckpt, _checkpoint_bytes(params, opt_state, done))
-    bar.close()
-    _plot(history, out / "figures" / "loss.png")
-    last = history[-1] if history else {}
+        return step_fn(params, opt_state, batch, jax.random.fold_in(dropout_key, step))
+
+    _, _, history = fit(out, steps=config.steps, eval_every=config.eval_every,
+                        checkpoint_every=config.checkpoint_every, params=initial,
+                        opt_state=opt.init(initial), update=update,
+                        validate=lambda p: evaluate(p, val_rows, model), progress=progress,
+                        desc="train LiDO")
+    last = history[-1]
     result = {"steps": config.steps, "train_examples": int(len(train_rows["valid"])),
               "validation_examples": int(len(val_rows["valid"])),
-              "initial_validation_loss": evaluate(
-                  network.init(jax.random.fold_in(key, 2), config.patch_size, model), val_rows, model),
-              "train_loss": last.get("train_loss"), "validation_loss": last.get("validation_loss"),
-              "wall_time_s": last.get("wall_time_s")}
+              "initial_validation_loss": evaluate(initial, val_rows, model),
+              "train_loss": last["train_loss"], "validation_loss": last["validation_loss"],
+              "wall_time_s": last["wall_time_s"]}
     dataset.atomic_write(out / "result.json", json.dumps(result, indent=2).encode())
     return result
 
