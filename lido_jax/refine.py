@@ -275,12 +275,19 @@ def brightness_adjusted(scene: render.Scene, observed, rgb, instance) -> render.
         objects=scene.objects.replace(rgb=jnp.clip(scene.objects.rgb * ratio[1:, None], 0, 1)))
 
 
-def initial_state(scene: render.Scene) -> RefineState:
-    """The state of an initial scene: every object votes for its globals."""
+def initial_state(scene: render.Scene, votes=None) -> RefineState:
+    """The state of an initial scene: each object's ``votes`` (N, 9) on the globals
+    (e.g. the initialisation network's, ``initialization.initial_scene``), or by
+    default every object voting for the scene's globals."""
     objects = object_vectors(scene)
     g = global_vector(scene)
-    return RefineState(objects=objects, votes=jnp.broadcast_to(g, (objects.shape[0], g.shape[0])),
-                       globals=g, done=jnp.asarray(False))
+    shape = (objects.shape[0], g.shape[0])
+    if votes is None:
+        votes = jnp.broadcast_to(g, shape)
+    elif jnp.shape(votes) != shape:
+        raise ValueError(f"votes must have shape {shape} (objects x globals), got {jnp.shape(votes)}")
+    return RefineState(objects=objects, votes=jnp.asarray(votes, jnp.float32), globals=g,
+                       done=jnp.asarray(False))
 
 
 def _moved(new: RefineState, old: RefineState, valid) -> jax.Array:
@@ -290,7 +297,7 @@ def _moved(new: RefineState, old: RefineState, valid) -> jax.Array:
 
 
 def refine(predict: Predictor, observed, init: render.Scene, config: RefineConfig = RefineConfig(),
-           render_fn: RenderFn | None = None):
+           render_fn: RenderFn | None = None, votes=None):
     """Refines ``init`` towards the scene of ``observed`` (LiDO sec. 4.2).
 
     Args:
@@ -300,6 +307,8 @@ def refine(predict: Predictor, observed, init: render.Scene, config: RefineConfi
       config: :class:`RefineConfig`.
       render_fn: the in-loop renderer (default: the JAX tracer without shadows at the
         observed image's resolution).
+      votes: optional (N, 9) initial votes of the objects on the globals (see
+        :func:`initial_state`).
 
     Returns:
       ``(scene, trace)``: the refined scene and a dict of per-iteration arrays,
@@ -345,7 +354,7 @@ def refine(predict: Predictor, observed, init: render.Scene, config: RefineConfi
         new = new.replace(done=state.done | (moved < config.tol))
         return new, (new.objects, new.globals, moved, active)
 
-    state0 = initial_state(init)
+    state0 = initial_state(init, votes)
     final, (objects, globals_, moved, active) = jax.lax.scan(
         body, state0, jnp.arange(config.steps))
     trace = dict(objects=jnp.concatenate([state0.objects[None], objects]),
@@ -356,18 +365,23 @@ def refine(predict: Predictor, observed, init: render.Scene, config: RefineConfi
 
 @functools.lru_cache(maxsize=None)
 def _compiled_batch(predict, config: RefineConfig, render_fn):
-    return jax.jit(jax.vmap(lambda obs, init: refine(predict, obs, init, config, render_fn)))
+    return jax.jit(jax.vmap(lambda obs, init, votes: refine(predict, obs, init, config, render_fn,
+                                                            votes)))
 
 
 def refine_batch(predict: Predictor, observed, init: render.Scene,
-                 config: RefineConfig = RefineConfig(), render_fn: RenderFn | None = None):
-    """:func:`refine` jitted and vmapped over a batch: ``observed`` (B, H, W, 3) and
-    ``init`` with a leading batch axis on every leaf. Compiled once per predictor,
-    config and renderer (pass the same objects to reuse it)."""
+                 config: RefineConfig = RefineConfig(), render_fn: RenderFn | None = None,
+                 votes=None):
+    """:func:`refine` jitted and vmapped over a batch: ``observed`` (B, H, W, 3),
+    ``init`` with a leading batch axis on every leaf, optional ``votes`` (B, N, 9).
+    Compiled once per predictor, config and renderer (pass the same objects to reuse
+    it)."""
     observed = jnp.asarray(observed, jnp.float32)
     if observed.ndim != 4:
         raise ValueError(f"observed must be a batch (B, H, W, 3), got shape {observed.shape}")
     if init.objects.valid.shape[:-1] != observed.shape[:1]:
         raise ValueError(f"init has batch shape {init.objects.valid.shape[:-1]}, observed "
                          f"{observed.shape[:1]}")
-    return _compiled_batch(predict, config, render_fn)(observed, init)
+    if votes is None:
+        votes = jax.vmap(lambda s: initial_state(s).votes)(init)
+    return _compiled_batch(predict, config, render_fn)(observed, init, votes)

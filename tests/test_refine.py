@@ -183,3 +183,21 @@ def test_bad_images_are_named():
         refine.refine(_oracle(truth), jnp.zeros((16, 16)), truth)
     with pytest.raises(ValueError, match="batch"):
         refine.refine_batch(_oracle(truth), jnp.zeros((16, 16, 3)), truth)
+
+
+def test_initial_votes_seed_the_state_and_the_first_median():
+    truth = _scene(0)
+    n = truth.objects.valid.shape[0]
+    votes = jnp.broadcast_to(refine.global_vector(truth), (n, 9)).at[:, 0].set(0.6)
+    state = refine.initial_state(truth, votes)
+    np.testing.assert_array_equal(state.votes, votes)
+
+    def keep(obs, ren, state, scene):   # predicts no change: only the votes' median moves
+        return state.objects, state.votes
+
+    _, trace = refine.refine(keep, jnp.zeros((16, 16, 3)), truth,
+                             refine.RefineConfig(steps=1, patch_size=4), _blank(), votes=votes)
+    assert float(trace["globals"][0, 0]) == pytest.approx(float(truth.camera.height))
+    assert float(trace["globals"][1, 0]) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="votes must have shape"):
+        refine.initial_state(truth, votes[:, :4])
