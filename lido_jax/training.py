@@ -149,29 +149,37 @@ def _stack_rows(parts: list[dict]) -> dict:
     return jax.tree.map(lambda x: x[keep], rows)
 
 
+def split_files(data: str | Path, validation_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation) scene files of a dataset folder, split at random by ``seed``
+    with at least one validation scene."""
+    from lido_jax import fit   # scene_files lives with the other dataset readers
+
+    files = fit.scene_files(data)
+    if len(files) < 2:
+        raise ValueError(f"{data}: need at least 2 scene files (one for validation), "
+                         f"found {len(files)}")
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(seed), 0), len(files)))
+    n_val = max(1, int(round(validation_fraction * len(files))))
+    return [files[i] for i in order[n_val:]], [files[i] for i in order[:n_val]]
+
+
 def build_examples(config: TrainConfig, progress: bool = True) -> tuple[dict, dict]:
     """(train, validation) example tables from the dataset: every scene's valid objects,
     ``copies`` noisy starts each; scenes split by ``validation_fraction``."""
-    from lido_jax import fit   # scene_files lives with the other dataset readers
-
-    files = fit.scene_files(config.data)
-    if len(files) < 2:
-        raise ValueError(f"{config.data}: need at least 2 scene files (one for validation), "
-                         f"found {len(files)}")
+    train_files, val_files = split_files(config.data, config.validation_fraction, config.seed)
     key = jax.random.key(config.seed)
-    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), len(files)))
-    n_val = max(1, int(round(config.validation_fraction * len(files))))
     make = jax.jit(lambda k, truth, obs: examples(
         truth, noisy_start(k, truth), obs, patch_fraction=config.patch_fraction,
         patch_size=config.patch_size))
     split = {"train": [], "validation": []}
-    for rank, i in enumerate(tqdm(order, desc="examples", disable=not progress)):
-        truth, arrays = dataset.load_scene(files[i])
+    for name, path in tqdm([("validation", f) for f in val_files] + [("train", f) for f in train_files],
+                           desc="examples", disable=not progress):
+        truth, arrays = dataset.load_scene(path)
         truth = jax.tree.map(jnp.asarray, truth)
+        index = int(arrays["index"])
         for c in range(config.copies):
-            k = jax.random.fold_in(jax.random.fold_in(key, 1 + int(i)), c)
-            rows = make(k, truth, arrays["rgb"])
-            split["validation" if rank < n_val else "train"].append(jax.device_get(rows))
+            k = jax.random.fold_in(jax.random.fold_in(key, 1 + index), c)
+            split[name].append(jax.device_get(make(k, truth, arrays["rgb"])))
     return _stack_rows(split["train"]), _stack_rows(split["validation"])
 
 
