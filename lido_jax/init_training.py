@@ -44,6 +44,7 @@ class InitTrainConfig:
       steps, image_batch, object_batch: optimiser steps and images / objects per step.
       patch_size, patch_fraction: the patch network's input (``ini.InitConfig``).
       jitter: largest move of a training patch's centre, over the image height.
+      threshold: detection score threshold of the trained networks' inference.
       validation_fraction, eval_every, checkpoint_every, learning_rate, seed: as
         ``training.TrainConfig``.
     """
@@ -55,6 +56,7 @@ class InitTrainConfig:
     patch_size: int = 32
     patch_fraction: float = 0.5
     jitter: float = 0.0625
+    threshold: float = 0.5
     validation_fraction: float = 0.1
     eval_every: int = 100
     checkpoint_every: int = 100
@@ -65,7 +67,7 @@ class InitTrainConfig:
         for name in ("steps", "image_batch", "object_batch", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        ini.InitConfig(patch_fraction=self.patch_fraction, patch_size=self.patch_size)
+        self.inference   # checks patch_fraction, patch_size and threshold
         if not 0 <= self.jitter < 0.5:
             raise ValueError(f"jitter={self.jitter} must be in [0, 0.5)")
         if not 0 < self.validation_fraction < 1:
@@ -78,7 +80,8 @@ class InitTrainConfig:
 
     @property
     def inference(self) -> ini.InitConfig:
-        return ini.InitConfig(patch_fraction=self.patch_fraction, patch_size=self.patch_size)
+        return ini.InitConfig(threshold=self.threshold, patch_fraction=self.patch_fraction,
+                              patch_size=self.patch_size)
 
 
 def load_scenes(files) -> tuple[render.Scene, jax.Array]:
@@ -281,7 +284,7 @@ def add_train_init_command(subparsers) -> argparse.ArgumentParser:
     for name in ("steps", "image_batch", "object_batch", "patch_size", "eval_every",
                  "checkpoint_every", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("patch_fraction", "jitter", "validation_fraction", "learning_rate"):
+    for name in ("patch_fraction", "jitter", "threshold", "validation_fraction", "learning_rate"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     p.add_argument("--no-progress", action="store_true")
 

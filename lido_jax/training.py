@@ -8,11 +8,12 @@ heads' targets (:func:`lido_jax.network.targets`). :func:`examples` is jittable.
 **Sources.** The paper trains on two sources: (1) the initialisation networks'
 outputs on generated images, paired with the truth by contact-point distance, and
 (2) the truth plus uniform noise of +- the initialisation networks' median error per
-latent, with the shape replaced by a random one. Only source 2 is written here
-(:func:`noisy_start`); the initialisation networks are not written yet, so the noise
-half-widths default to :data:`DEFAULT_OBJECT_NOISE` / :data:`DEFAULT_GLOBAL_NOISE`,
-our stand-in for their median errors (about a tenth of each range; 30 degrees of
-azimuth), to be replaced by measured errors once they exist.
+latent, with the shape replaced by a random one (:func:`noisy_start`). Given a
+trained initialisation run (``TrainConfig.init_run``, ``python -m lido_jax
+train-init``) both sources are used and the noise is that run's measured median
+error (:func:`noise_of`); without one, source 2 alone with the half-widths
+:data:`DEFAULT_OBJECT_NOISE` / :data:`DEFAULT_GLOBAL_NOISE` (about a tenth of each
+range; 30 degrees of azimuth).
 
 **Runs.** :func:`train` (``python -m lido_jax train --data DATASET --out RUN``)
 builds the examples once from a dataset folder of :mod:`lido_jax.dataset` (cached in
@@ -73,15 +74,18 @@ def noisy_start(key: jax.Array, truth: render.Scene, object_noise=DEFAULT_OBJECT
 
 
 def examples(truth: render.Scene, start: render.Scene, observed, *, patch_fraction: float = 0.5,
-             patch_size: int = 64, render_fn: refine.RenderFn | None = None) -> dict:
+             patch_size: int = 64, render_fn: refine.RenderFn | None = None, votes=None) -> dict:
     """The examples of one (truth, start) pair: a dict of ``patches`` (N, S, S, 9),
     ``z`` (N, Z_SIZE), ``targets`` (rows of N) and ``valid`` (N,), one row per object
     slot. The start is rendered by ``render_fn`` (default: the JAX tracer without
-    shadows at the observed image's resolution), as in the refinement loop."""
+    shadows at the observed image's resolution), as in the refinement loop; ``votes``
+    are the start's objects' votes on the globals (``refine.initial_state``).
+    Rows are valid where the start's objects are (the truth's slots must be aligned
+    with the start's: ``init_training.aligned_truth``)."""
     observed = jnp.asarray(observed, jnp.float32)
     resolution = tuple(observed.shape[:2])
     render_fn = render_fn or refine.jax_render_fn(resolution)
-    state = refine.initial_state(start)
+    state = refine.initial_state(start, votes)
     rgb, _ = render_fn(start)
     centres = refine.contact_pixels(state.objects, state.globals, resolution)
     side = patch_fraction * resolution[0]
@@ -106,6 +110,10 @@ class TrainConfig:
       steps: optimiser steps.
       batch_size: examples (objects) per step.
       copies: noisy starts (source 2) per scene.
+      init_run: a ``train-init`` run folder. With it, each scene also gives source 1
+        (the initialisation networks' ``z_0``, its objects paired with the truth) and
+        source 2's noise is those networks' measured median error per latent (its
+        ``result.json``); without it, source 2 alone with the default noise.
       patch_size, patch_fraction: as ``refine.RefineConfig``; use the same values
         when refining.
       validation_fraction: share of the scenes held out for the validation loss.
@@ -119,6 +127,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 32
     copies: int = 4
+    init_run: str | None = None
     patch_size: int = 64
     patch_fraction: float = 0.5
     validation_fraction: float = 0.1
@@ -168,19 +177,43 @@ def build_examples(config: TrainConfig, progress: bool = True) -> tuple[dict, di
     ``copies`` noisy starts each; scenes split by ``validation_fraction``."""
     train_files, val_files = split_files(config.data, config.validation_fraction, config.seed)
     key = jax.random.key(config.seed)
-    make = jax.jit(lambda k, truth, obs: examples(
-        truth, noisy_start(k, truth), obs, patch_fraction=config.patch_fraction,
-        patch_size=config.patch_size))
+    object_noise, global_noise = noise_of(config.init_run)
+    rows = jax.jit(lambda truth, start, obs, votes: examples(
+        truth, start, obs, patch_fraction=config.patch_fraction, patch_size=config.patch_size,
+        votes=votes))
+    noisy = jax.jit(lambda k, truth: noisy_start(k, truth, object_noise, global_noise))
+    source1 = None
+    if config.init_run:
+        from lido_jax import init_training
+        params, init_config = init_training.load_init(config.init_run)
+        source1 = lambda truth, obs: init_training.source1_pairs(  # noqa: E731
+            params, jax.tree.map(lambda x: x[None], truth), obs[None], init_config)
     split = {"train": [], "validation": []}
     for name, path in tqdm([("validation", f) for f in val_files] + [("train", f) for f in train_files],
                            desc="examples", disable=not progress):
         truth, arrays = dataset.load_scene(path)
         truth = jax.tree.map(jnp.asarray, truth)
+        obs = jnp.asarray(arrays["rgb"], jnp.float32)
         index = int(arrays["index"])
+        if source1 is not None:
+            start, votes, aligned, _ = jax.tree.map(lambda x: x[0], source1(truth, obs))
+            split[name].append(jax.device_get(rows(aligned, start, obs, votes)))
         for c in range(config.copies):
             k = jax.random.fold_in(jax.random.fold_in(key, 1 + index), c)
-            split[name].append(jax.device_get(make(k, truth, arrays["rgb"])))
+            split[name].append(jax.device_get(rows(truth, noisy(k, truth), obs, None)))
     return _stack_rows(split["train"]), _stack_rows(split["validation"])
+
+
+def noise_of(init_run: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Source 2's noise half-widths: an initialisation run's median errors per latent
+    (``result.json``), or the defaults without one (or when it paired no object)."""
+    if not init_run:
+        return DEFAULT_OBJECT_NOISE, DEFAULT_GLOBAL_NOISE
+    result = json.loads((Path(init_run) / "result.json").read_text())
+    if not result.get("object_errors"):
+        return DEFAULT_OBJECT_NOISE, np.asarray(result["global_errors"], np.float32)
+    return (np.asarray(result["object_errors"], np.float32),
+            np.asarray(result["global_errors"], np.float32))
 
 
 def _save_examples(path: Path, table: dict) -> None:
@@ -389,6 +422,8 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     for name in ("steps", "batch_size", "copies", "patch_size", "eval_every", "checkpoint_every",
                  "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    p.add_argument("--init-run", default=None,
+                   help="train-init run folder: adds source 1 and sets source 2's noise")
     p.add_argument("--patch-fraction", type=float, default=defaults.patch_fraction)
     p.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
     p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -399,12 +434,8 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
         if not args.resume:
             if not args.data:
                 p.error("--data is required unless --resume")
-            config = TrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size,
-                                 copies=args.copies, patch_size=args.patch_size,
-                                 patch_fraction=args.patch_fraction,
-                                 validation_fraction=args.validation_fraction,
-                                 eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                                 learning_rate=args.learning_rate, seed=args.seed)
+            fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
         result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
         print(json.dumps(result, indent=2))
         return 0

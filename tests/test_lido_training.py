@@ -144,3 +144,26 @@ def test_runs_refuse_to_overwrite_and_to_resume_nothing(data, tmp_path):
         training.train(training.TrainConfig(data=str(data)), tmp_path / "taken")
     with pytest.raises(ValueError, match="at least 2 scene files"):
         training.build_examples(training.TrainConfig(data=str(data / "scene_000000.npz")), False)
+
+
+def test_an_init_run_adds_source_1_and_sets_the_noise(data, tmp_path):
+    from lido_jax import init_training
+    init_run = tmp_path / "init"
+    init_training.train_init(init_training.InitTrainConfig(
+        data=str(data), steps=2, image_batch=2, object_batch=4, patch_size=16, eval_every=1,
+        checkpoint_every=1, threshold=0.02, validation_fraction=0.25), init_run, progress=False)
+    objects, globals_ = training.noise_of(init_run)
+    result = json.loads((init_run / "result.json").read_text())
+    np.testing.assert_allclose(globals_, result["global_errors"], rtol=1e-6)
+    if result["object_errors"]:
+        np.testing.assert_allclose(objects, result["object_errors"], rtol=1e-6)
+    config = training.TrainConfig(data=str(data), copies=1, patch_size=16, init_run=str(init_run),
+                                  validation_fraction=0.25)
+    train_rows, val_rows = training.build_examples(config, progress=False)
+    # every object once from source 2, plus every paired detection from source 1
+    params, init_config = init_training.load_init(init_run)
+    files = [*training.split_files(data, 0.25, 0)[0], *training.split_files(data, 0.25, 0)[1]]
+    scenes, images = init_training.load_scenes(files)
+    start, *_ = init_training.source1_pairs(params, scenes, images, init_config)
+    assert (len(train_rows["valid"]) + len(val_rows["valid"])
+            == int(np.sum(scenes.objects.valid)) + int(np.sum(start.objects.valid)))
