@@ -13,9 +13,11 @@ import sys
 from lido_jax.dataset import add_dataset_command
 from lido_jax.fit import add_fit_command
 from lido_jax.init_training import add_train_init_command
+from lido_jax.pretrained import add_pretrain_command
 from lido_jax.training import add_train_command
 
-COMMANDS = (add_dataset_command, add_fit_command, add_train_init_command, add_train_command)
+COMMANDS = (add_dataset_command, add_fit_command, add_train_init_command, add_train_command,
+            add_pretrain_command)
 
 
 def main(argv: list[str] | None = None) -> int:
