@@ -167,3 +167,22 @@ def test_one_step_lowers_both_losses():
     updates, _ = opt.update(grads, opt.init(params), params)
     after = loss(optax.apply_updates(params, updates))
     assert float(after) < float(before)
+
+
+def test_soft_detector_labels_peak_at_each_contact_point():
+    scene = _gt(1).scene
+    t = ini.detector_targets(scene, RES)
+    heat = np.asarray(t["heat"])
+    np.testing.assert_allclose(heat.sum(-1), 1.0, atol=1e-6)
+    assert np.all(heat >= -1e-7)
+    label = np.asarray(t["label"])
+    rows, cols = np.nonzero(label)
+    for r, c in zip(rows, cols):
+        cls = label[r, c]
+        assert heat[r, c, cls] >= np.exp(-1.0)   # within sqrt(2)/2 cells of the contact point
+        window = heat[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2, cls]
+        assert heat[r, c, cls] >= window.max() - 0.35
+    far = np.ones(label.shape, bool)
+    for r, c in zip(rows, cols):
+        far[max(r - 4, 0):r + 5, max(c - 4, 0):c + 5] = False
+    np.testing.assert_allclose(heat[far][:, 0], 1.0, atol=1e-3)   # background away from objects
