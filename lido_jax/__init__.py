@@ -11,6 +11,16 @@ Built on ``render``; never imports ``simopt_jax``. Modules:
   and the Wilcoxon test.
 - :mod:`lido_jax.baselines`: GBO (TNC) and Simplex (Nelder-Mead) fitting LV sets in
   the paper's order.
+- :mod:`lido_jax.initialization`: the detector and patch network, median votes and
+  back-projection into ``z_0`` (sec. 3); :mod:`lido_jax.init_training` trains them
+  (``python -m lido_jax train-init``) and pairs detections with the truth.
+- :mod:`lido_jax.network`: the prediction network of Table 5, its targets and loss;
+  :mod:`lido_jax.training`: its two training sources and the resumable training run
+  (``python -m lido_jax train``).
+- :mod:`lido_jax.refine`: the refinement loop (sec. 4.2), one ``lax.scan``, any
+  in-loop renderer.
+- :mod:`lido_jax.pretrained`: the committed networks (``python -m lido_jax pretrain``
+  retrains them).
 
-The initialisation and LiDO networks and the refinement loop are not written yet.
+The LiDO benchmark (Tables 1-2, Fig. 5 with LiDO) and the demo are not written yet.
 """
