@@ -109,14 +109,17 @@ class Detector(nn.Module):
             raise ValueError(f"images must be (B, H, W, 3) with H and W multiples of {STRIDE}, "
                              f"got {images.shape}")
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
-        h = nn.relu(nn.Conv(32, (3, 3))(images))
-        h = nn.relu(nn.Conv(32, (3, 3), strides=2)(h))
-        h = nn.relu(nn.Conv(64, (3, 3))(h))
-        h = nn.relu(nn.Conv(64, (3, 3), strides=2)(h))
+        h = nn.leaky_relu(nn.Conv(32, (3, 3))(images - 0.5))
+        h = nn.leaky_relu(nn.Conv(32, (3, 3), strides=2)(h))
+        h = nn.leaky_relu(nn.Conv(64, (3, 3))(h))
+        h = nn.leaky_relu(nn.Conv(64, (3, 3), strides=2)(h))
         for dilation in (2, 4, 8):     # context: objects stand above their contact points
             h = drop(jnp.tanh(nn.Conv(64, (3, 3), kernel_dilation=dilation)(h)))
         h = jnp.tanh(nn.Conv(64, (1, 1))(h))
-        out = nn.Conv(1 + NUM_CLASSES + 3, (1, 1))(h)
+        # Background starts likely (bias 3: p ~ 0.87), as RetinaNet's prior: from a
+        # uniform start some seeds stalled at one score everywhere.
+        bias = lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype).at[0].set(3.0)  # noqa: E731
+        out = nn.Conv(1 + NUM_CLASSES + 3, (1, 1), bias_init=bias)(h)
         return {"logits": out[..., :1 + NUM_CLASSES],
                 "offset": jax.nn.sigmoid(out[..., 1 + NUM_CLASSES:3 + NUM_CLASSES]),
                 "size": jax.nn.softplus(out[..., -1]) * 0.1}
