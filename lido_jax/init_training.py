@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -229,19 +230,23 @@ def aligned_truth(start: render.Scene, truth: render.Scene, match) -> render.Sce
     return truth.replace(objects=objects.replace(valid=(match >= 0) & start.objects.valid))
 
 
-def source1_pairs(params, scenes: render.Scene, images, config: ini.InitConfig = ini.InitConfig()):
-    """Source 1 (sec. 4.2): for a batch of truths and their observed images, the initial
-    scenes ``z_0`` (only paired detections valid), their votes, the aligned truths
-    and the detections (``(start, votes, truth, detections)``, each batched)."""
-    resolution = tuple(images.shape[1:3])
-
-    def one(truth, image):
+@functools.lru_cache(maxsize=None)
+def _source1_fn(config: ini.InitConfig, resolution: tuple[int, int]):
+    def one(params, truth, image):
         start, votes, det = ini.initial_scene(params, image, config)
         match = pair(det, truth, resolution)
         start = start.replace(objects=start.objects.replace(valid=start.objects.valid & (match >= 0)))
         return start, votes, aligned_truth(start, truth, match), det
 
-    return jax.jit(jax.vmap(one))(scenes, images)
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
+
+
+def source1_pairs(params, scenes: render.Scene, images, config: ini.InitConfig = ini.InitConfig()):
+    """Source 1 (sec. 4.2): for a batch of truths and their observed images, the initial
+    scenes ``z_0`` (only paired detections valid), their votes, the aligned truths
+    and the detections (``(start, votes, truth, detections)``, each batched).
+    Compiled once per config and resolution."""
+    return _source1_fn(config, tuple(images.shape[1:3]))(params, scenes, images)
 
 
 def median_errors(params, scenes: render.Scene, images, config: ini.InitConfig = ini.InitConfig(),
