@@ -43,3 +43,19 @@ def test_pretrain_writes_networks_that_load_and_run(tmp_path):
 def test_missing_networks_say_how_to_retrain(tmp_path):
     with pytest.raises(FileNotFoundError, match="pretrain"):
         pretrained.load(tmp_path)
+
+
+def test_the_committed_detector_finds_contact_points_in_fresh_scenes():
+    nets = pretrained.load()
+    assert nets.resolution == (64, 64)
+    assert nets.meta["init"]["result"]["recall"] > 0.3          # as measured when trained
+    images, targets = [], []
+    for seed in range(6):   # scenes the networks never saw (the dataset's seed is 0)
+        gt = generator.generate(jax.random.key(1000 + seed), check_resolution=nets.resolution)
+        images.append(generator.observe(gt, jax.random.key(seed), resolution=nets.resolution).rgb)
+        targets.append(ini.detector_targets(gt.scene, nets.resolution))
+    out = ini.Detector().apply(nets.init_params["detector"], jnp.stack(images))
+    score = np.asarray(1.0 - jax.nn.softmax(out["logits"], -1)[..., 0])
+    positive = np.stack([np.asarray(t["label"]) > 0 for t in targets])
+    assert score[positive].mean() > score[~positive].mean() + 0.2, (score[positive].mean(),
+                                                                    score[~positive].mean())
