@@ -44,7 +44,7 @@ import optax
 from flax import struct
 
 import render
-from lido_jax import refine
+from lido_jax import network, refine
 from render import spec
 
 STRIDE: int = 4
@@ -216,24 +216,11 @@ def detection_vector(pixels, size, class_id, resolution) -> jax.Array:
                             jax.nn.one_hot(class_id, NUM_CLASSES)], -1)
 
 
-def _std(path, value):
-    f = spec.FIELDS[path]
-    return (value - jnp.float32(f.mean)) / jnp.float32(f.std)
-
-
-def _unstd(path, value):
-    f = spec.FIELDS[path]
-    return value * jnp.float32(f.std) + jnp.float32(f.mean)
-
-
 def patch_targets(scene: render.Scene) -> dict[str, jax.Array]:
     """Per object slot: shape id, azimuth bin, colour, and the globals (standardised;
     the light's azimuth as sin, cos)."""
     n = scene.objects.valid.shape[0]
-    li, cam = scene.light, scene.camera
-    light = jnp.stack([_std("light.ambient", li.ambient), _std("light.strength", li.strength),
-                       _std("light.elevation", li.elevation), jnp.sin(li.azimuth), jnp.cos(li.azimuth)])
-    camera = jnp.stack([_std("camera.height", cam.height), _std("camera.elevation", cam.elevation)])
+    light, camera = network.global_targets(refine.global_vector(scene))
     bins = jnp.floor(jnp.mod(scene.objects.azimuth, 2 * math.pi) / (2 * math.pi) * AZIMUTH_BINS)
     return {"shape": scene.objects.shape_id,
             "azimuth": jnp.clip(bins, 0, AZIMUTH_BINS - 1).astype(jnp.int32),
@@ -318,11 +305,7 @@ class InitConfig:
 
 def votes_from_outputs(outputs) -> jax.Array:
     """(N, 9) physical globals (``refine.GLOBAL_FIELDS``) from the patch heads."""
-    light, camera = outputs["light"], outputs["camera"]
-    return jnp.stack([_unstd("camera.height", camera[:, 0]), _unstd("camera.elevation", camera[:, 1]),
-                      _unstd("light.ambient", light[:, 0]), _unstd("light.strength", light[:, 1]),
-                      jnp.mod(jnp.arctan2(light[:, 3], light[:, 4]), 2 * math.pi),
-                      _unstd("light.elevation", light[:, 2]), *outputs["ground_colour"].T], -1)
+    return network.votes_from_heads(outputs["light"], outputs["camera"], outputs["ground_colour"])
 
 
 def assemble(detections: Detections, outputs, resolution) -> tuple[render.Scene, jax.Array]:

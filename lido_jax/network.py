@@ -157,14 +157,24 @@ def encode_inputs(state: refine.RefineState, scene: render.Scene) -> jax.Array:
     return jnp.concatenate([objects, go, gv, go - gv], -1)
 
 
-def _std(path: str, value):
-    f = spec.FIELDS[path]
-    return (value - jnp.asarray(f.mean, jnp.float32)) / jnp.asarray(f.std, jnp.float32)
+def global_targets(g) -> tuple[jax.Array, jax.Array]:
+    """The ``light`` (5,) and ``camera`` (2,) outputs that encode physical globals (9,)
+    (``refine.GLOBAL_FIELDS``): standardised values, the light's azimuth as sin, cos."""
+    std = spec.standardize
+    light = jnp.stack([std("light.ambient", g[2]), std("light.strength", g[3]),
+                       std("light.elevation", g[5]), jnp.sin(g[4]), jnp.cos(g[4])])
+    return light, jnp.stack([std("camera.height", g[0]), std("camera.elevation", g[1])])
 
 
-def _unstd(path: str, value):
-    f = spec.FIELDS[path]
-    return value * jnp.asarray(f.std, jnp.float32) + jnp.asarray(f.mean, jnp.float32)
+def votes_from_heads(light, camera, ground_colour) -> jax.Array:
+    """Inverse of :func:`global_targets` per row: (N, 5), (N, 2), (N, 3) head outputs
+    -> (N, 9) physical globals (not clipped; the light's azimuth in [0, 2 pi))."""
+    un = spec.unstandardize
+    return jnp.concatenate([jnp.stack([
+        un("camera.height", camera[:, 0]), un("camera.elevation", camera[:, 1]),
+        un("light.ambient", light[:, 0]), un("light.strength", light[:, 1]),
+        jnp.mod(jnp.arctan2(light[:, 3], light[:, 4]), 2 * math.pi),
+        un("light.elevation", light[:, 2])], -1), ground_colour], -1)
 
 
 def _rotate(xz, azimuth, sign):
@@ -182,11 +192,9 @@ def targets(objects, truth_objects, truth_globals) -> dict[str, jax.Array]:
     turn = jnp.mod(truth_objects[:, 3] - az, 2 * math.pi)
     bins = jnp.clip(jnp.floor(turn / (2 * math.pi) * AZIMUTH_BINS), 0, AZIMUTH_BINS - 1)
     g = truth_globals
-    light = jnp.stack([_std("light.ambient", g[2]), _std("light.strength", g[3]),
-                       _std("light.elevation", g[5]), jnp.sin(g[4]), jnp.cos(g[4])])
-    camera = jnp.stack([_std("camera.height", g[0]), _std("camera.elevation", g[1])])
+    light, camera = global_targets(g)
     n = objects.shape[0]
-    return {"position": offset, "size": _std("objects.scale", truth_objects[:, 2:3]),
+    return {"position": offset, "size": spec.standardize("objects.scale", truth_objects[:, 2:3]),
             "azimuth": bins.astype(jnp.int32), "light": jnp.broadcast_to(light, (n, 5)),
             "camera": jnp.broadcast_to(camera, (n, 2)), "object_colour": truth_objects[:, 4:7],
             "ground_colour": jnp.broadcast_to(g[6:9], (n, 3))}
@@ -201,15 +209,11 @@ def decode(outputs: dict[str, jax.Array], objects) -> tuple[jax.Array, jax.Array
     centres = (jnp.arange(AZIMUTH_BINS) + 0.5) * (2 * math.pi / AZIMUTH_BINS)
     p = jax.nn.softmax(outputs["azimuth"], -1)
     turn = jnp.arctan2(p @ jnp.sin(centres), p @ jnp.cos(centres))
-    scale = _unstd("objects.scale", outputs["size"][:, 0])
+    scale = spec.unstandardize("objects.scale", outputs["size"][:, 0])
     new_objects = jnp.concatenate([position, scale[:, None], (az + turn)[:, None],
                                    outputs["object_colour"]], -1)
-    light, camera = outputs["light"], outputs["camera"]
-    votes = jnp.stack([_unstd("camera.height", camera[:, 0]), _unstd("camera.elevation", camera[:, 1]),
-                       _unstd("light.ambient", light[:, 0]), _unstd("light.strength", light[:, 1]),
-                       jnp.arctan2(light[:, 3], light[:, 4]), _unstd("light.elevation", light[:, 2])],
-                      -1)
-    return new_objects, jnp.concatenate([votes, outputs["ground_colour"]], -1)
+    return new_objects, votes_from_heads(outputs["light"], outputs["camera"],
+                                         outputs["ground_colour"])
 
 
 def loss(outputs: dict[str, jax.Array], target: dict[str, jax.Array], valid) -> jax.Array:
