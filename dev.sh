@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One entry point that sets everything up on a fresh machine, then runs a job.
-#   ./dev.sh demo   render random scenes with the JAX renderer -> results/demo/
+#   ./dev.sh demo   LiDO vs GBO and Simplex on 4 new scenes from the committed networks
+#                   (tables, Fig. 5, contact sheet) -> results/lido_demo/
+#   ./dev.sh render-demo  render random scenes with the JAX renderer -> results/demo/
 #   ./dev.sh test   run the test suite (what CI runs)
 #   ./dev.sh bench  render benchmarks -> results/render_speed.json, results/render_backends.json
 #   ./dev.sh bench-hypergrad  hypergradients vs jaxopt/optimistix -> results/hypergrad.json
@@ -41,12 +43,13 @@ setup() {
 cmd=${1:-}
 shift || true
 case "$cmd" in
-  demo)  setup; exec "$VENV/bin/python" -m render.demo "$@" ;;
+  demo)  setup; exec "$VENV/bin/python" -m lido_jax demo "$@" ;;
+  render-demo) setup; exec "$VENV/bin/python" -m render.demo "$@" ;;
   test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) setup; exec "$VENV/bin/python" -m benchmarks.render_speed "$@" ;;
   bench-hypergrad) setup; exec "$VENV/bin/python" -m benchmarks.hypergrad "$@" ;;
   simopt) setup; exec "$VENV/bin/python" -m simopt_jax "$@" ;;
   bench-simopt) setup; "$VENV/bin/python" -m benchmarks.simopt_scenes "$@"
     exec "$VENV/bin/python" -m benchmarks.simopt_shapes "$@" ;;
-  *) echo "usage: ./dev.sh {demo|test|bench|bench-hypergrad|simopt|bench-simopt} [args...]" >&2; exit 2 ;;
+  *) echo "usage: ./dev.sh {demo|render-demo|test|bench|bench-hypergrad|simopt|bench-simopt} [args...]" >&2; exit 2 ;;
 esac

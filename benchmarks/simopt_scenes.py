@@ -32,7 +32,6 @@ import argparse
 import math
 import pathlib
 
-import numpy as np
 
 from benchmarks import common
 from benchmarks.simopt_common import Entry, first_reaching, fmt, median, plot_curves, run_grid

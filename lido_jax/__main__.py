@@ -11,13 +11,14 @@ import argparse
 import sys
 
 from lido_jax.dataset import add_dataset_command
+from lido_jax.demo import add_demo_command
 from lido_jax.fit import add_fit_command
 from lido_jax.init_training import add_train_init_command
 from lido_jax.pretrained import add_pretrain_command
 from lido_jax.training import add_train_command
 
 COMMANDS = (add_dataset_command, add_fit_command, add_train_init_command, add_train_command,
-            add_pretrain_command)
+            add_pretrain_command, add_demo_command)
 
 
 def main(argv: list[str] | None = None) -> int:

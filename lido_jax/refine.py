@@ -296,6 +296,35 @@ def _moved(new: RefineState, old: RefineState, valid) -> jax.Array:
     return jnp.maximum(jnp.max(jnp.where(valid[:, None], obj, 0.0), initial=0.0), jnp.max(glob))
 
 
+def _prediction(predict: Predictor, observed, init: render.Scene, state: RefineState,
+                config: RefineConfig, render_fn: RenderFn):
+    """Step 1-2 of the loop at ``state``: render, cut patches, predict, clip."""
+    resolution = tuple(observed.shape[:2])
+    scene = to_scene(init, state.objects, state.globals)
+    rgb, instance = render_fn(scene)
+    if config.adjust_brightness:
+        rgb, _ = render_fn(brightness_adjusted(scene, observed, rgb, instance))
+    centres = contact_pixels(state.objects, state.globals, resolution)
+    side = config.patch_fraction * resolution[0]
+    obs_p = extract_patches(observed, centres, side, config.patch_size)
+    ren_p = extract_patches(rgb, centres, side, config.patch_size)
+    pred_objects, pred_votes = predict(obs_p, ren_p, state, scene)
+    return (clip_objects(pred_objects, jnp.asarray(init.objects.class_id)),
+            jax.vmap(clip_globals)(pred_votes))
+
+
+def predict_once(predict: Predictor, observed, scene: render.Scene,
+                 config: RefineConfig = RefineConfig(), render_fn: RenderFn | None = None,
+                 votes=None) -> tuple[jax.Array, jax.Array]:
+    """What the loop's first step aims at: the clipped prediction ``z_pred`` at
+    ``scene`` (objects (N, 7), votes (N, 9)), before the ``mu_t`` step. Comparing it
+    with the truth, against ``scene``'s own error, says whether a predictor moves
+    the latents the right way (:func:`lido_jax.compare.one_step_errors`)."""
+    observed = jnp.asarray(observed, jnp.float32)
+    render_fn = render_fn or jax_render_fn(tuple(observed.shape[:2]))
+    return _prediction(predict, observed, scene, initial_state(scene, votes), config, render_fn)
+
+
 def refine(predict: Predictor, observed, init: render.Scene, config: RefineConfig = RefineConfig(),
            render_fn: RenderFn | None = None, votes=None):
     """Refines ``init`` towards the scene of ``observed`` (LiDO sec. 4.2).
@@ -326,19 +355,9 @@ def refine(predict: Predictor, observed, init: render.Scene, config: RefineConfi
     render_fn = render_fn or jax_render_fn(resolution)
     valid = jnp.asarray(init.objects.valid, bool)
     class_id = jnp.asarray(init.objects.class_id)
-    side = config.patch_fraction * resolution[0]
 
     def body(state: RefineState, t):
-        scene = to_scene(init, state.objects, state.globals)
-        rgb, instance = render_fn(scene)
-        if config.adjust_brightness:
-            rgb, _ = render_fn(brightness_adjusted(scene, observed, rgb, instance))
-        centres = contact_pixels(state.objects, state.globals, resolution)
-        obs_p = extract_patches(observed, centres, side, config.patch_size)
-        ren_p = extract_patches(rgb, centres, side, config.patch_size)
-        pred_objects, pred_votes = predict(obs_p, ren_p, state, scene)
-        pred_objects = clip_objects(pred_objects, class_id)
-        pred_votes = jax.vmap(clip_globals)(pred_votes)
+        pred_objects, pred_votes = _prediction(predict, observed, init, state, config, render_fn)
         mu = step_size(t, config.a)
         objects = clip_objects(
             state.objects + mu * difference(pred_objects, state.objects, OBJECT_PERIODIC), class_id)
