@@ -45,7 +45,12 @@ shift || true
 case "$cmd" in
   demo)  setup; exec "$VENV/bin/python" -m lido_jax demo "$@" ;;
   render-demo) setup; exec "$VENV/bin/python" -m render.demo "$@" ;;
-  test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)  setup
+    # One on-disk compilation cache per test run: conftest drops JAX's in-memory caches
+    # after every module (memory), and the modules and notebook kernels compile the same
+    # renderers again; compilations over 1 s are read back from here instead.
+    export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$(mktemp -d -t jax-cache-XXXXXX)}"
+    exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) setup; exec "$VENV/bin/python" -m benchmarks.render_speed "$@" ;;
   bench-hypergrad) setup; exec "$VENV/bin/python" -m benchmarks.hypergrad "$@" ;;
   simopt) setup; exec "$VENV/bin/python" -m simopt_jax "$@" ;;

@@ -21,6 +21,6 @@ Built on ``render``; never imports ``simopt_jax``. Modules:
   in-loop renderer.
 - :mod:`lido_jax.pretrained`: the committed networks (``python -m lido_jax pretrain``
   retrains them).
-
-The LiDO benchmark (Tables 1-2, Fig. 5 with LiDO) and the demo are not written yet.
+- :mod:`lido_jax.compare`: LiDO, GBO and Simplex from the same ``z_0`` (Tables 1-2,
+  Fig. 5, LiDO-R); :mod:`lido_jax.demo`: ``python -m lido_jax demo``.
 """

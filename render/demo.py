@@ -1,4 +1,4 @@
-"""The main job (for now): render random scenes with the JAX renderer.
+"""Random scenes through the JAX renderer (`./dev.sh render-demo`; the main job is the LiDO demo).
 
     python -m render.demo --num 16 --resolution 128 --out results/demo
 

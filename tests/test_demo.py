@@ -1,4 +1,4 @@
-"""The main job: python -m render.demo."""
+"""python -m render.demo (`./dev.sh render-demo`): random scenes through the JAX renderer."""
 
 import json
 

@@ -197,3 +197,25 @@ def test_one_step_errors_compare_a_prediction_with_its_start():
     np.testing.assert_allclose(out["objects"]["start"][:, 4:], 0.0, atol=1e-6)
     np.testing.assert_allclose(out["globals"]["start"][:, 0], 0.2, rtol=1e-5)
     np.testing.assert_allclose(out["globals"]["start"][:, 1:], 0.0, atol=1e-6)
+
+
+def test_a_scene_without_detections_gives_an_empty_comparison(demo):
+    """No detection (a threshold above every score): every method runs on the globals
+    alone, no object has a latent error, and every visible GT object counts as missed."""
+    import dataclasses
+
+    pre = pretrained.load()
+    pre = dataclasses.replace(pre, init_config=dataclasses.replace(pre.init_config, threshold=1 - 1e-7))
+    comparer = compare.Comparer(pre, compare.CompareConfig(steps=2, lido_checkpoints=(1,),
+                                                           iterations=1, blender=False))
+    from lido_jax import dataset
+    gt, arrays = dataset.load_scene(sorted((demo / "testset_64px_seed1").glob("scene_*.npz"))[0])
+    record, pictures = compare.compare_scene(comparer, gt, arrays)
+    assert record["detections"] == 0 and record["paired"] == 0
+    for m in (compare.INIT, compare.GBO, compare.SIMPLEX, compare.LIDO):
+        for k in metrics.OBJECT_LV_SETS:
+            assert all(v is None for v in record["errors"][m][k])
+        ious = [v for v in record["image"][m]["object IoU"] if v is not None]
+        assert ious and all(v == 0.0 for v in ious)
+    assert record["one_step"]["objects"]["network"] == []
+    assert set(pictures) == {"observed", compare.INIT, compare.GBO, compare.SIMPLEX, compare.LIDO}
