@@ -45,21 +45,13 @@ import math
 import pathlib
 import time
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from benchmarks import common  # noqa: E402
-from lido_jax import baselines, dataset, fit, metrics  # noqa: E402
+from benchmarks import common
+from lido_jax import baselines, compare, dataset, fit, metrics
 
 METHODS: tuple[str, ...] = baselines.METHODS
 LABELS: dict[str, str] = {"gbo": "GBO", "simplex": "Simplex"}
-UNITS: dict[str, str] = {"object position": "px", "object colour": "RMSE norm. RGB",
-                         "object size": "px", "azimuthal rotation": "degrees",
-                         "illumination": "RMSE", "camera": "px",
-                         "ground plane colour": "RMSE norm. RGB"}
 CURVE_POINTS = 200
 """Points of the common time grid on which Fig. 5's medians are taken."""
 
@@ -113,13 +105,6 @@ def testset_dir(config: Config) -> pathlib.Path:
     return pathlib.Path(config.testsets) / f"{config.observed_resolution}px_seed{config.seed}"
 
 
-def _median(values) -> float:
-    """Median of the finite values; NaN if none."""
-    values = np.asarray(values, np.float64).ravel()
-    values = values[~np.isnan(values)]
-    return float(np.median(values)) if values.size else math.nan
-
-
 def clear_fits(folder: pathlib.Path) -> None:
     """Removes what ``fit_dataset`` writes in ``folder`` (and nothing else)."""
     if not folder.is_dir():
@@ -142,7 +127,7 @@ def error_curves(records: dict[str, list[dict]], points: int = CURVE_POINTS) -> 
     first = next(iter(records.values()))
     end = max(r["trace"]["time_s"][-1] for rs in records.values() for r in rs)
     grid = np.linspace(0.0, end, points)
-    init = {k: _median([_median(r["init"][k]) for r in first]) for k in metrics.LV_SETS}
+    init = {k: fit.finite_median([fit.finite_median(r["init"][k]) for r in first]) for k in metrics.LV_SETS}
     curves = {}
     for m, rs in records.items():
         values = {k: np.full((len(rs), points), math.nan) for k in metrics.LV_SETS}
@@ -150,9 +135,9 @@ def error_curves(records: dict[str, list[dict]], points: int = CURVE_POINTS) -> 
             trace = r["trace"]
             at = np.searchsorted(np.asarray(trace["time_s"]), grid, side="right") - 1
             for k in metrics.LV_SETS:
-                values[k][s] = np.where(at < 0, _median(r["init"][k]),
+                values[k][s] = np.where(at < 0, fit.finite_median(r["init"][k]),
                                         trace["errors"][k][np.maximum(at, 0)])
-        curves[m] = {k: [_median(column) for column in values[k].T] for k in metrics.LV_SETS}
+        curves[m] = {k: [fit.finite_median(column) for column in values[k].T] for k in metrics.LV_SETS}
     return {"time_s": grid.tolist(), "init": init, "median": curves}
 
 
@@ -225,30 +210,10 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: pathlib.Path) -> None:
     """Fig. 5: median error of each LV set against seconds, one line per method."""
-    curves = result["curves"]
-    t = np.asarray(curves["time_s"])
-    fig, axes = plt.subplots(2, 4, figsize=(13, 6))
-    for i, k in enumerate(metrics.LV_SETS):
-        ax = axes[0, i] if i < 4 else axes[1, i - 4]
-        init = curves["init"][k]
-        for j, (m, median) in enumerate(curves["median"].items()):
-            ax.plot(t, fit.as_array(median[k]), drawstyle="steps-post", color=f"C{j}",
-                    label=LABELS[m])
-        if init is not None:
-            ax.axhline(init, color="k", linestyle="--", linewidth=1, label="INIT")
-        ax.set_title(k, fontsize=10)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel(f"median error ({UNITS[k]})", fontsize=8)
-        ax.grid(True, alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    axes[1, 3].legend(handles, labels, loc="center")
-    axes[1, 3].set_axis_off()
     n = len(result["summary"]["scenes"])
-    fig.suptitle(f"LiDO baselines: median errors vs time, {n} scenes (top: object LVs, "
-                 "bottom: global LVs)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    compare.plot_errors(result["curves"], path, f"LiDO baselines: median errors vs time, {n} "
+                        "scenes (top: object LVs, bottom: global LVs)", labels=LABELS,
+                        log_time=False)
 
 
 def write(result: dict, out: pathlib.Path) -> str:

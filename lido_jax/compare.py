@@ -33,6 +33,7 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -125,12 +126,6 @@ def paired_image_measures(pred_image, gt_image, gt: render.Scene, match) -> dict
             "ground MSE": np.array([metrics.ground_mse(rgb, gt_rgb, gt_instance, gt)])}
 
 
-def _median(values) -> float:
-    values = np.asarray(values, np.float64).ravel()
-    values = values[~np.isnan(values)]
-    return float(np.median(values)) if values.size else math.nan
-
-
 def _mean(values) -> float:
     values = np.asarray(values, np.float64).ravel()
     values = values[~np.isnan(values)]
@@ -138,7 +133,7 @@ def _mean(values) -> float:
 
 
 def _set_medians(errors: dict[str, np.ndarray]) -> dict[str, float]:
-    return {k: _median(errors[k]) for k in metrics.LV_SETS}
+    return {k: fit.finite_median(errors[k]) for k in metrics.LV_SETS}
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,8 +242,8 @@ def compare_scene(comparer: Comparer, gt: render.Scene, arrays: dict[str, np.nda
     if observed.shape[:2] != resolution:
         raise ValueError(f"observed image is {observed.shape[:2]}, the networks were trained at "
                          f"{resolution}; write the test set at that resolution")
-    start, votes, det = comparer.initial(observed)
-    comparer.warm_up(observed, start, votes)
+    if not comparer.warmup_s:
+        comparer.warm_up(observed, *comparer.initial(observed)[:2])
     t0 = time.perf_counter()
     start, votes, det = jax.block_until_ready(comparer.initial(observed))
     init_s = time.perf_counter() - t0
@@ -346,7 +341,7 @@ def summarise(records: Sequence[dict], config: CompareConfig = CompareConfig(),
                                (-1, len(fields))) for r in records]
             pooled = np.concatenate(rows)
             for i, f in enumerate(fields):
-                one_step.setdefault(f, {})[who] = _median(pooled[:, i])
+                one_step.setdefault(f, {})[who] = fit.finite_median(pooled[:, i])
     targets = {
         "lv_sets_lido_significant": lido_stars,
         "lv_sets_lido_significant_met": lido_stars >= 6,
@@ -419,7 +414,7 @@ def error_curves(records: Sequence[dict], points: int = 200) -> dict:
     first = min(tr["time_s"][1] for r in records for tr in r["trace"].values()
                 if len(tr["time_s"]) > 1 and tr["time_s"][1] > 0)
     grid = np.geomspace(first / 2, max(end, first), points)
-    init = {k: _median([_median(fit.as_array(r["errors"][INIT][k])) for r in records])
+    init = {k: fit.finite_median([fit.finite_median(fit.as_array(r["errors"][INIT][k])) for r in records])
             for k in metrics.LV_SETS}
     curves = {}
     for m in records[0]["trace"]:
@@ -431,7 +426,7 @@ def error_curves(records: Sequence[dict], points: int = 200) -> dict:
             for k in metrics.LV_SETS:
                 errs = fit.as_array(tr["errors"][k])
                 values[k][s] = np.where(at < 0, start[k], errs[np.maximum(at, 0)])
-        curves[m] = {k: [_median(col) for col in values[k].T] for k in metrics.LV_SETS}
+        curves[m] = {k: [fit.finite_median(col) for col in values[k].T] for k in metrics.LV_SETS}
     return fit.json_safe({"time_s": grid.tolist(), "init": init, "median": curves})
 
 
@@ -441,8 +436,11 @@ UNITS: dict[str, str] = {"object position": "px", "object colour": "RMSE norm. R
                          "ground plane colour": "RMSE norm. RGB"}
 
 
-def plot_errors(curves: dict, path: str | os.PathLike, title: str = "") -> None:
-    """Fig. 5: median error of each LV set against seconds (log), one line per method."""
+def plot_errors(curves: dict, path: str | os.PathLike, title: str = "", *,
+                labels: dict[str, str] | None = None, log_time: bool = True) -> None:
+    """Fig. 5: median error of each LV set against seconds, one line per method of
+    ``curves`` (:func:`error_curves`' layout; ``labels`` renames methods), INIT dashed;
+    ``log_time`` for a log time axis (the grid must then start above 0)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -452,10 +450,12 @@ def plot_errors(curves: dict, path: str | os.PathLike, title: str = "") -> None:
     for i, k in enumerate(metrics.LV_SETS):
         ax = axes.flat[i]
         for j, (m, median) in enumerate(curves["median"].items()):
-            ax.plot(t, fit.as_array(median[k]), drawstyle="steps-post", color=f"C{j}", label=m)
+            ax.plot(t, fit.as_array(median[k]), drawstyle="steps-post", color=f"C{j}",
+                    label=(labels or {}).get(m, m))
         if curves["init"][k] is not None:
             ax.axhline(curves["init"][k], color="k", linestyle="--", linewidth=1, label=INIT)
-        ax.set_xscale("log")
+        if log_time:
+            ax.set_xscale("log")
         ax.set_title(k, fontsize=10)
         ax.set_xlabel("time (s)")
         ax.set_ylabel(f"median error ({UNITS[k]})", fontsize=8)
@@ -590,8 +590,6 @@ def run_testset(folder: str | os.PathLike, pre: Pretrained, config: CompareConfi
     """
     if scenes < 1:
         raise ValueError(f"scenes={scenes} must be >= 1")
-    import shutil
-
     start = time.perf_counter()
     folder = Path(folder)
     data = folder / f"testset_{pre.resolution[0]}px_seed{seed}"

@@ -128,7 +128,8 @@ def render_image(scene: render.Scene, resolution: tuple[int, int], shadows: bool
 # ---------------------------------------------------------------------------------------
 # One scene.
 
-def _median(values) -> float:
+def finite_median(values) -> float:
+    """Median of the non-NaN values; NaN if there are none."""
     values = np.asarray(values, np.float64).ravel()
     values = values[~np.isnan(values)]
     return float(np.median(values)) if values.size else math.nan
@@ -159,7 +160,7 @@ def error_trace(result: baselines.FitResult, gt: render.Scene, resolution,
     for b in best:
         e = metrics.lv_errors(latents.clip(result.scene_at(b)), gt, resolution)
         for k in metrics.LV_SETS:
-            errors[k].append(_median(e[k]))
+            errors[k].append(finite_median(e[k]))
     return {"evaluation": index.tolist(), "best": best,
             "time_s": np.asarray(result.times)[index].tolist(),
             "nll": nll[best].tolist(), "errors": errors}
@@ -463,7 +464,7 @@ def summarise(records: dict[str, list[dict]]) -> dict:
     rows = metrics.improvement_table(init, fits) if scenes else []
 
     def pooled_median(dicts, key):
-        return _median(np.concatenate([d[key] for d in dicts])) if dicts else math.nan
+        return finite_median(np.concatenate([d[key] for d in dicts])) if dicts else math.nan
 
     image = {name: {k: pooled_median(dicts, k) for k in metrics.IMAGE_MEASURES}
              for name, dicts in [("init", init), *fits.items()]}
