@@ -1,10 +1,11 @@
 """The committed networks, and the command that retrains them from scratch.
 
 ``lido_jax/checkpoints/`` holds the initialisation networks (``init.msgpack``) and
-the LiDO prediction network (``lido.msgpack``), parameters only, stored as float16
-to keep the repository small, plus ``meta.json``: the dataset settings, both
-training configs and their ``result.json`` (losses, detection precision/recall,
-median errors), so every number about them can be traced to a run.
+the LiDO prediction network (``lido.msgpack``, its checkpoint of lowest validation
+loss), parameters only, stored as float16 to keep the repository small, plus
+``meta.json``: the dataset settings, both training configs and their ``result.json``
+(losses, detection precision/recall, median errors), so every number about them can
+be traced to a run.
 
 ``python -m lido_jax pretrain --work runs/pretrain`` retrains them: it writes a
 dataset (:mod:`lido_jax.dataset`), trains the initialisation networks
@@ -73,7 +74,7 @@ def save(folder: str | Path, init_run: str | Path, lido_run: str | Path) -> Path
     folder, init_run, lido_run = Path(folder), Path(init_run), Path(lido_run)
     folder.mkdir(parents=True, exist_ok=True)
     init_params, _ = init_training.load_init(init_run)
-    lido_params, _ = training.load_params(lido_run)
+    lido_params, _ = training.load_params(lido_run, which="best")
     init_config = json.loads((init_run / "config.json").read_text())
     data = Path(init_config["data"])
     meta = {"dataset": json.loads((data / dataset.MANIFEST).read_text())["settings"],
@@ -149,7 +150,7 @@ def pretrain(work: str | Path, config: PretrainConfig = PretrainConfig(), out: s
     if not (init_run / "result.json").exists():
         init_training.train_init(init_cfg, init_run, resume=(init_run / "config.json").exists(),
                                  progress=progress)
-    every = max(1, min(100, config.lido_steps // 10))
+    every = max(1, min(250, config.lido_steps // 20))   # each validation pass costs ~20 steps
     lido_cfg = training.TrainConfig(
         data=str(data), steps=config.lido_steps, copies=config.copies, init_run=str(init_run),
         patch_size=config.patch_size, patch_fraction=0.5, eval_every=every, checkpoint_every=every,

@@ -292,14 +292,18 @@ def read_history(out: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_params(out: str | Path, template=None):
-    """The parameters of a run folder's latest checkpoint (and its step), restored into
-    ``template`` (default: the prediction network of the run's ``patch_size``)."""
+def load_params(out: str | Path, template=None, which: str = "latest"):
+    """The parameters of a run folder's checkpoint (and its step), restored into
+    ``template`` (default: the prediction network of the run's ``patch_size``).
+    ``which``: ``"latest"`` (where training stopped) or ``"best"`` (the lowest
+    validation loss seen, ``checkpoints/best.msgpack``)."""
     out = Path(out)
+    if which not in ("latest", "best"):
+        raise ValueError(f"which={which!r} must be 'latest' or 'best'")
     if template is None:
         config = json.loads((out / "config.json").read_text())
         template = network.init(jax.random.key(0), config["patch_size"])
-    state = serialization.msgpack_restore((out / "checkpoints" / "latest.msgpack").read_bytes())
+    state = serialization.msgpack_restore((out / "checkpoints" / f"{which}.msgpack").read_bytes())
     return serialization.from_state_dict(template, state["params"]), int(state["step"])
 
 
@@ -330,7 +334,9 @@ def fit(out: str | Path, *, steps: int, eval_every: int, checkpoint_every: int, 
     gives the validation loss written to ``history.jsonl`` every ``eval_every`` steps
     with the running mean of the training loss. Checkpoints (every
     ``checkpoint_every`` steps, a multiple of ``eval_every``, and at the end) are
-    written atomically. Saves ``figures/loss.png``.
+    written atomically, and so is ``checkpoints/best.msgpack``, the parameters of the
+    lowest validation loss so far (early stopping without stopping). Saves
+    ``figures/loss.png``.
 
     Returns:
       ``(params, opt_state, history)``.
@@ -346,6 +352,7 @@ def fit(out: str | Path, *, steps: int, eval_every: int, checkpoint_every: int, 
         step0 = int(state["step"])
     history = [h for h in read_history(out) if h["step"] <= step0]   # later lines are redone
     (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    best = min((h["validation_loss"] for h in history), default=math.inf)
     t0 = time.perf_counter() - (history[-1]["wall_time_s"] if history else 0.0)
     window: list[float] = []
     bar = tqdm(range(step0, steps), initial=step0, total=steps, desc=desc, disable=not progress)
@@ -359,6 +366,11 @@ def fit(out: str | Path, *, steps: int, eval_every: int, checkpoint_every: int, 
                     "wall_time_s": time.perf_counter() - t0}
             window = []
             history.append(line)
+            if line["validation_loss"] < best:   # a resumed run rewrites the same file
+                best = line["validation_loss"]
+                dataset.atomic_write(ckpt.with_name("best.msgpack"), serialization.msgpack_serialize(
+                    {"params": serialization.to_state_dict(params), "step": done,
+                     "validation_loss": best}))
             with open(out / "history.jsonl", "a") as f:
                 f.write(json.dumps(line) + "\n")
             bar.set_postfix(train=f"{line['train_loss']:.3f}", val=f"{line['validation_loss']:.3f}")
@@ -403,10 +415,12 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
                         validate=lambda p: evaluate(p, val_rows, model), progress=progress,
                         desc="train LiDO")
     last = history[-1]
+    best = min(history, key=lambda h: h["validation_loss"])
     result = {"steps": config.steps, "train_examples": int(len(train_rows["valid"])),
               "validation_examples": int(len(val_rows["valid"])),
               "initial_validation_loss": evaluate(initial, val_rows, model),
               "train_loss": last["train_loss"], "validation_loss": last["validation_loss"],
+              "best_step": best["step"], "best_validation_loss": best["validation_loss"],
               "wall_time_s": last["wall_time_s"]}
     dataset.atomic_write(out / "result.json", json.dumps(result, indent=2).encode())
     return result

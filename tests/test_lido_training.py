@@ -97,6 +97,15 @@ def test_training_lowers_the_validation_loss(data, tmp_path):
     before, after = (training.evaluate(p, rows["train"]) for p in (initial, params))
     assert after < 0.5 * before, (before, after)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # best.msgpack: the parameters at the lowest validation loss of the history
+    best = min(history, key=lambda h: h["validation_loss"])
+    best_params, best_step = training.load_params(run, which="best")
+    assert (best_step, result["best_step"]) == (best["step"], best["step"])
+    assert training.evaluate(best_params, rows["validation"]) == pytest.approx(
+        best["validation_loss"], rel=1e-5)
+    assert result["best_validation_loss"] == min(h["validation_loss"] for h in history)
+    with pytest.raises(ValueError, match="which"):
+        training.load_params(run, which="last")
 
 
 def test_a_killed_run_resumes_to_the_same_numbers(data, tmp_path):
@@ -117,13 +126,15 @@ def test_a_killed_run_resumes_to_the_same_numbers(data, tmp_path):
     assert not (killed / "result.json").exists()
     assert main(["train", "--out", str(killed), "--resume", "--no-progress"]) == 0
     a, b = (json.loads((d / "result.json").read_text()) for d in (killed, tmp_path / "whole"))
-    for k in ("steps", "train_loss", "validation_loss", "initial_validation_loss", "train_examples"):
+    for k in ("steps", "train_loss", "validation_loss", "initial_validation_loss", "train_examples",
+              "best_step", "best_validation_loss"):
         assert a[k] == b[k], k
     strip = lambda h: [{k: v for k, v in x.items() if k != "wall_time_s"} for x in h]  # noqa: E731
     assert strip(training.read_history(killed)) == strip(training.read_history(tmp_path / "whole"))
-    pa, _ = training.load_params(killed)
-    pb, _ = training.load_params(tmp_path / "whole")
-    jax.tree.map(np.testing.assert_array_equal, pa, pb)
+    for which in ("latest", "best"):
+        (pa, sa), (pb, sb) = (training.load_params(d, which=which) for d in (killed, tmp_path / "whole"))
+        assert sa == sb
+        jax.tree.map(np.testing.assert_array_equal, pa, pb)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -22,7 +22,7 @@ def test_pretrain_writes_networks_that_load_and_run(tmp_path):
     assert nets.meta["lido"]["result"]["steps"] == 2 and nets.meta["init"]["config"]["steps"] == 2
     # float16 storage: the loaded weights are the trained ones to half precision
     from lido_jax import init_training, training
-    full, _ = training.load_params(tmp_path / "work" / "lido")
+    full, _ = training.load_params(tmp_path / "work" / "lido", which="best")
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
                  nets.lido_params, full)
     init_full, _ = init_training.load_init(tmp_path / "work" / "init")
