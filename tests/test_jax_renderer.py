@@ -236,12 +236,25 @@ def _with_geometry(s, theta):
         camera=s.camera.replace(height=theta[3], elevation=theta[4]))
 
 
+@jax.jit
+def _blurred_image(theta, s):
+    rgb = render.render(_with_geometry(s, theta), resolution=(32, 32), shadows=False).rgb
+    return jax.vmap(_blur, in_axes=2, out_axes=2)(rgb)
+
+
+@jax.jit
+def _geometry_loss(theta, s, target):   # the scene is an argument: one compilation for all classes
+    return jnp.sum((_blurred_image(theta, s) - target) ** 2)
+
+
+_geometry_grad = jax.jit(jax.grad(_geometry_loss))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("class_id", [0, 1, 2])
 def test_geometry_gradients_have_the_sign_of_a_finite_difference(class_id):
     """Moving the object or the camera towards a target lowers a blurred pixel loss
     at the rate a finite difference of that loss says (sign, and size within 2x)."""
-    res = (32, 32)
     s = _scene(8, 1, height=0.3, elevation=0.6)
     scale = [0.14, 0.09, 0.17][class_id]
     s = s.replace(objects=s.objects.replace(class_id=s.objects.class_id.at[0].set(class_id),
@@ -251,20 +264,14 @@ def test_geometry_gradients_have_the_sign_of_a_finite_difference(class_id):
     theta0 = jnp.array([0.02, 0.45, scale, 0.3, 0.6], jnp.float32)
     delta = np.array([0.03, 0.04, 0.1 * scale, 0.03, 0.05], np.float32)
 
-    def image(theta):
-        rgb = render.render(_with_geometry(s, theta), resolution=res, shadows=False).rgb
-        return jax.vmap(_blur, in_axes=2, out_axes=2)(rgb)
-
-    loss = jax.jit(lambda theta, target: jnp.sum((image(theta) - target) ** 2))
-    grad = jax.jit(jax.grad(loss))
-    target_at = jax.jit(image)
     for i, name in enumerate(GEOMETRY):
         step = np.zeros(5, np.float32)
         step[i] = delta[i]
-        target = target_at(theta0 + step)
-        g = float(grad(theta0, target)[i])
+        target = _blurred_image(theta0 + step, s)
+        g = float(_geometry_grad(theta0, s, target)[i])
         h = step / 4
-        fd = (float(loss(theta0 + h, target)) - float(loss(theta0 - h, target))) / (2 * h[i])
+        fd = (float(_geometry_loss(theta0 + h, s, target))
+              - float(_geometry_loss(theta0 - h, s, target))) / (2 * h[i])
         assert fd < 0, f"{name}: the target lies at +delta, so the loss must fall towards it"
         assert g < 0, f"{name}: gradient {g} has the wrong sign (finite difference {fd})"
         assert 0.5 < g / fd < 2.0, f"{name}: gradient {g} vs finite difference {fd}"
@@ -320,6 +327,7 @@ def test_position_gradient_with_shadows_matches_a_finite_difference():
         return jnp.sum((rgb - target) ** 2)
 
     g = float(jax.jit(jax.grad(loss))(jnp.float32(0.0)))
+    loss = jax.jit(loss)
     fd = [(float(loss(jnp.float32(h))) - float(loss(jnp.float32(-h)))) / (2 * h) for h in (0.05, 0.2)]
     assert all(f < 0 for f in fd), fd
     assert g < 0, f"gradient {g} has the wrong sign (finite differences {fd})"
