@@ -16,8 +16,12 @@ convolutions (32, 64, 128*), three ``Fz-40`` ReLU layers and ``Fz-3``.
 
 Outputs (:data:`HEADS`) and what they predict, the targets of :func:`targets`:
 
-- ``position`` (2): the contact point's offset to the truth in the object's current
-  frame (rotated by minus its azimuth), in units of ``POSITION_UNIT`` metres;
+- ``position`` (2): the contact point's offset to the truth from its current value,
+  in units of ``POSITION_UNIT`` metres, in one of :data:`POSITION_FRAMES`:
+  ``"object"``, the object's current frame (rotated by minus its azimuth; App. D.2's
+  wording), or ``"camera"``, the ground axes the camera looks along (x across the
+  image, z into it), so an offset seen in the patches maps to the same target
+  whatever the object's (often wrong) azimuth;
 - ``size`` (1): the standardised scale; ``azimuth`` (360): logits over the offset to
   the true azimuth in 1-degree bins;
 - ``light`` (5): standardised uniform strength, directional strength and elevation,
@@ -177,18 +181,34 @@ def votes_from_heads(light, camera, ground_colour) -> jax.Array:
         un("light.elevation", light[:, 2])], -1), ground_colour], -1)
 
 
+POSITION_FRAMES = ("object", "camera")
+"""Frames of the position head's offset (see the module docstring)."""
+
+
+def _check_frame(position_frame: str) -> None:
+    if position_frame not in POSITION_FRAMES:
+        raise ValueError(f"position_frame={position_frame!r} must be one of {POSITION_FRAMES}")
+
+
+def _frame_angle(objects, position_frame: str):
+    _check_frame(position_frame)
+    return objects[:, 3] if position_frame == "object" else jnp.zeros_like(objects[:, 3])
+
+
 def _rotate(xz, azimuth, sign):
     c, s = jnp.cos(azimuth), jnp.sin(azimuth)
     return jnp.stack([c * xz[..., 0] + sign * s * xz[..., 1],
                       -sign * s * xz[..., 0] + c * xz[..., 1]], -1)
 
 
-def targets(objects, truth_objects, truth_globals) -> dict[str, jax.Array]:
+def targets(objects, truth_objects, truth_globals, position_frame: str = "object") -> dict[str, jax.Array]:
     """What the heads should output for current objects (N, 7) given the truth's
     objects (N, 7) and globals (9,) (physical units, ``refine.OBJECT_FIELDS`` /
-    ``refine.GLOBAL_FIELDS``); ``azimuth`` is the integer bin of the offset."""
+    ``refine.GLOBAL_FIELDS``); ``azimuth`` is the integer bin of the offset, the
+    position offset is in ``position_frame`` (:data:`POSITION_FRAMES`)."""
     az = objects[:, 3]
-    offset = _rotate(truth_objects[:, :2] - objects[:, :2], az, +1) / POSITION_UNIT
+    offset = _rotate(truth_objects[:, :2] - objects[:, :2], _frame_angle(objects, position_frame),
+                     +1) / POSITION_UNIT
     turn = jnp.mod(truth_objects[:, 3] - az, 2 * math.pi)
     bins = jnp.clip(jnp.floor(turn / (2 * math.pi) * AZIMUTH_BINS), 0, AZIMUTH_BINS - 1)
     g = truth_globals
@@ -200,12 +220,15 @@ def targets(objects, truth_objects, truth_globals) -> dict[str, jax.Array]:
             "ground_colour": jnp.broadcast_to(g[6:9], (n, 3))}
 
 
-def decode(outputs: dict[str, jax.Array], objects) -> tuple[jax.Array, jax.Array]:
+def decode(outputs: dict[str, jax.Array], objects,
+           position_frame: str = "object") -> tuple[jax.Array, jax.Array]:
     """Network outputs for current objects (N, 7) -> predicted objects (N, 7) and votes
     on the globals (N, 9), physical units (not clipped). The azimuth is the current
-    one turned by the circular mean of the bins' centres under the softmax."""
+    one turned by the circular mean of the bins' centres under the softmax; the
+    position offset is read in ``position_frame`` (as :func:`targets`)."""
     az = objects[:, 3]
-    position = objects[:, :2] + _rotate(POSITION_UNIT * outputs["position"], az, -1)
+    position = objects[:, :2] + _rotate(POSITION_UNIT * outputs["position"],
+                                        _frame_angle(objects, position_frame), -1)
     centres = (jnp.arange(AZIMUTH_BINS) + 0.5) * (2 * math.pi / AZIMUTH_BINS)
     p = jax.nn.softmax(outputs["azimuth"], -1)
     turn = jnp.arctan2(p @ jnp.sin(centres), p @ jnp.cos(centres))
@@ -260,12 +283,15 @@ def train_step(model: PredictionNetwork, opt: optax.GradientTransformation):
     return step
 
 
-def predictor(params: Params, model: PredictionNetwork = PredictionNetwork()) -> refine.Predictor:
-    """The network as ``refine``'s predictor (dropout off)."""
+def predictor(params: Params, model: PredictionNetwork = PredictionNetwork(),
+              position_frame: str = "object") -> refine.Predictor:
+    """The network as ``refine``'s predictor (dropout off); ``position_frame`` must be
+    the one it was trained with."""
+    _check_frame(position_frame)
 
     def predict(observed_patches, rendered_patches, state, scene):
         z = encode_inputs(state, scene)
         out = model.apply(params, stack_patches(observed_patches, rendered_patches), z)
-        return decode(out, state.objects)
+        return decode(out, state.objects, position_frame)
 
     return predict

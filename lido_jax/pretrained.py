@@ -44,6 +44,8 @@ class Pretrained:
       refine_config: a ``refine.RefineConfig`` with the training patch settings.
       resolution: (H, W) of the training images; use observed images of this size.
       meta: the contents of ``meta.json``.
+      position_frame: the frame of the prediction network's position offsets
+        (``network.POSITION_FRAMES``).
     """
 
     init_params: Any
@@ -52,10 +54,11 @@ class Pretrained:
     refine_config: refine.RefineConfig
     resolution: tuple[int, int]
     meta: dict
+    position_frame: str = "object"
 
     @property
     def predictor(self) -> refine.Predictor:
-        return network.predictor(self.lido_params)
+        return network.predictor(self.lido_params, position_frame=self.position_frame)
 
 
 def _to_bytes(params) -> bytes:
@@ -107,7 +110,8 @@ def load(folder: str | Path = FOLDER) -> Pretrained:
     return Pretrained(init_params=init_params, init_config=init_config, lido_params=lido_params,
                       refine_config=refine.RefineConfig(patch_fraction=lc["patch_fraction"],
                                                         patch_size=lc["patch_size"]),
-                      resolution=resolution, meta=meta)
+                      resolution=resolution, meta=meta,
+                      position_frame=lc.get("position_frame", "object"))   # older runs: object
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +125,8 @@ class PretrainConfig:
       copies: source-2 starts per scene.
       patch_size: both networks' input patches.
       seed: of the dataset and the trainings.
+      position_frame: of the prediction network's position offsets
+        (``network.POSITION_FRAMES``).
     """
 
     num_scenes: int = 600
@@ -130,6 +136,7 @@ class PretrainConfig:
     copies: int = 2
     patch_size: int = 32
     seed: int = 0
+    position_frame: str = "camera"
 
 
 def pretrain(work: str | Path, config: PretrainConfig = PretrainConfig(), out: str | Path = FOLDER,
@@ -153,8 +160,8 @@ def pretrain(work: str | Path, config: PretrainConfig = PretrainConfig(), out: s
     every = max(1, min(250, config.lido_steps // 20))   # each validation pass costs ~20 steps
     lido_cfg = training.TrainConfig(
         data=str(data), steps=config.lido_steps, copies=config.copies, init_run=str(init_run),
-        patch_size=config.patch_size, patch_fraction=0.5, eval_every=every, checkpoint_every=every,
-        seed=config.seed)
+        patch_size=config.patch_size, patch_fraction=0.5, position_frame=config.position_frame,
+        eval_every=every, checkpoint_every=every, seed=config.seed)
     if not (lido_run / "result.json").exists():
         training.train(lido_cfg, lido_run, resume=(lido_run / "config.json").exists(),
                        progress=progress)
@@ -169,7 +176,9 @@ def add_pretrain_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(FOLDER), help="where to save the networks")
     defaults = PretrainConfig()
     for f in dataclasses.fields(PretrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=int, default=getattr(defaults, f.name))
+        if f.name != "position_frame":
+            p.add_argument("--" + f.name.replace("_", "-"), type=int, default=getattr(defaults, f.name))
+    p.add_argument("--position-frame", choices=network.POSITION_FRAMES, default=defaults.position_frame)
     p.add_argument("--no-progress", action="store_true")
 
     def run(args) -> int:

@@ -74,12 +74,14 @@ def noisy_start(key: jax.Array, truth: render.Scene, object_noise=DEFAULT_OBJECT
 
 
 def examples(truth: render.Scene, start: render.Scene, observed, *, patch_fraction: float = 0.5,
-             patch_size: int = 64, render_fn: refine.RenderFn | None = None, votes=None) -> dict:
+             patch_size: int = 64, render_fn: refine.RenderFn | None = None, votes=None,
+             position_frame: str = "object") -> dict:
     """The examples of one (truth, start) pair: a dict of ``patches`` (N, S, S, 9),
     ``z`` (N, Z_SIZE), ``targets`` (rows of N) and ``valid`` (N,), one row per object
     slot. The start is rendered by ``render_fn`` (default: the JAX tracer without
     shadows at the observed image's resolution), as in the refinement loop; ``votes``
-    are the start's objects' votes on the globals (``refine.initial_state``).
+    are the start's objects' votes on the globals (``refine.initial_state``);
+    ``position_frame`` that of the position targets (``network.POSITION_FRAMES``).
     Rows are valid where the start's objects are (the truth's slots must be aligned
     with the start's: ``init_training.aligned_truth``)."""
     observed = jnp.asarray(observed, jnp.float32)
@@ -93,7 +95,7 @@ def examples(truth: render.Scene, start: render.Scene, observed, *, patch_fracti
                                     refine.extract_patches(rgb, centres, side, patch_size))
     return {"patches": patches, "z": network.encode_inputs(state, start),
             "targets": network.targets(state.objects, refine.object_vectors(truth),
-                                       refine.global_vector(truth)),
+                                       refine.global_vector(truth), position_frame),
             "valid": jnp.asarray(start.objects.valid, bool)}
 
 
@@ -116,6 +118,8 @@ class TrainConfig:
         ``result.json``); without it, source 2 alone with the default noise.
       patch_size, patch_fraction: as ``refine.RefineConfig``; use the same values
         when refining.
+      position_frame: the frame of the position head's offsets
+        (``network.POSITION_FRAMES``); the predictor must use the same.
       validation_fraction: share of the scenes held out for the validation loss.
       eval_every: steps between validation losses; checkpoint_every: between
         checkpoints.
@@ -130,6 +134,7 @@ class TrainConfig:
     init_run: str | None = None
     patch_size: int = 64
     patch_fraction: float = 0.5
+    position_frame: str = "object"
     validation_fraction: float = 0.1
     eval_every: int = 100
     checkpoint_every: int = 100
@@ -148,6 +153,9 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every={self.checkpoint_every} must be a multiple of "
                              f"eval_every={self.eval_every} (a resumed run restarts at a "
                              "checkpoint and must see the same running train loss)")
+        if self.position_frame not in network.POSITION_FRAMES:
+            raise ValueError(f"position_frame={self.position_frame!r} must be one of "
+                             f"{network.POSITION_FRAMES}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
 
@@ -180,7 +188,7 @@ def build_examples(config: TrainConfig, progress: bool = True) -> tuple[dict, di
     object_noise, global_noise = noise_of(config.init_run)
     rows = jax.jit(lambda truth, start, obs, votes: examples(
         truth, start, obs, patch_fraction=config.patch_fraction, patch_size=config.patch_size,
-        votes=votes))
+        votes=votes, position_frame=config.position_frame))
     noisy = jax.jit(lambda k, truth: noisy_start(k, truth, object_noise, global_noise))
     source1 = None
     if config.init_run:
@@ -439,6 +447,8 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--init-run", default=None,
                    help="train-init run folder: adds source 1 and sets source 2's noise")
     p.add_argument("--patch-fraction", type=float, default=defaults.patch_fraction)
+    p.add_argument("--position-frame", choices=network.POSITION_FRAMES, default=defaults.position_frame,
+                   help="frame of the position offsets (object: App. D.2; camera: the ground axes)")
     p.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
     p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     p.add_argument("--no-progress", action="store_true")

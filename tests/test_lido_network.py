@@ -68,17 +68,17 @@ def test_bad_input_shapes_are_named(params64, patches, z, match):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**16))
-def test_decoding_the_targets_gives_back_the_truth(seed):
+@given(seed=st.integers(0, 2**16), frame=st.sampled_from(network.POSITION_FRAMES))
+def test_decoding_the_targets_gives_back_the_truth(seed, frame):
     keys = jax.random.split(jax.random.key(seed), 4)
     n = 4
     lo, hi = refine.OBJECT_LOW, refine.OBJECT_HIGH
     current = jax.random.uniform(keys[0], (n, 7), minval=lo, maxval=hi)
     truth = jax.random.uniform(keys[1], (n, 7), minval=lo, maxval=hi)
     glob = jax.random.uniform(keys[2], (9,), minval=refine.GLOBAL_LOW, maxval=refine.GLOBAL_HIGH)
-    t = network.targets(current, truth, glob)
+    t = network.targets(current, truth, glob, frame)
     outputs = dict(t, azimuth=100.0 * jax.nn.one_hot(t["azimuth"], network.AZIMUTH_BINS))
-    objects, votes = network.decode(outputs, current)
+    objects, votes = network.decode(outputs, current, frame)
     turn = refine.difference(objects[:, 3], truth[:, 3], True)
     assert np.all(np.abs(turn) <= math.pi / network.AZIMUTH_BINS + 1e-4)   # half a 1-degree bin
     keep = [0, 1, 2, 4, 5, 6]
@@ -95,6 +95,14 @@ def test_position_target_is_in_the_objects_frame():
     np.testing.assert_allclose(rotated["position"], [[2.0, 0.0]], atol=1e-5)
     np.testing.assert_allclose(jnp.linalg.norm(t["position"]), 2.0, atol=1e-5)
     assert abs(float(t["position"][0, 0])) < 1e-5          # a quarter turn moves it to the other axis
+    # In the camera frame the azimuth plays no part: 20 cm along x is (2, 0) units.
+    for az in (0.0, 1.0, math.pi / 2, 4.0):
+        c = network.targets(current.at[0, 3].set(az), truth.at[0, 3].set(az), jnp.zeros(9) + 0.3, "camera")
+        np.testing.assert_allclose(c["position"], [[2.0, 0.0]], atol=1e-5)
+    with pytest.raises(ValueError, match="position_frame"):
+        network.targets(current, truth, jnp.zeros(9), "image")
+    with pytest.raises(ValueError, match="position_frame"):
+        network.predictor({}, position_frame="world")
 
 
 def test_loss_is_l1_plus_l2_plus_weighted_cross_entropy():

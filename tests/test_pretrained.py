@@ -19,6 +19,7 @@ def test_pretrain_writes_networks_that_load_and_run(tmp_path):
     assert main(args) == 0
     nets = pretrained.load(out)
     assert nets.resolution == (32, 32) and nets.refine_config.patch_size == 16
+    assert nets.position_frame == "camera" == nets.meta["lido"]["config"]["position_frame"]
     assert nets.meta["lido"]["result"]["steps"] == 2 and nets.meta["init"]["config"]["steps"] == 2
     # float16 storage: the loaded weights are the trained ones to half precision
     from lido_jax import init_training, training
