@@ -126,6 +126,11 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+ZIP64_FROM = 2**30
+"""Arrays of this many bytes or more are written as ZIP64 members (zipfile refuses
+members over 2 GiB otherwise)."""
+
+
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """An ``np.load``-able archive with fixed timestamps: same arrays, same bytes."""
     buffer = io.BytesIO()
@@ -133,8 +138,10 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
         for name, value in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(info, "w") as f:
-                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+            value = np.asanyarray(value)
+            # ZIP64 only where needed (example tables of big runs): small files keep their bytes.
+            with archive.open(info, "w", force_zip64=value.nbytes >= ZIP64_FROM) as f:
+                np.lib.format.write_array(f, value, allow_pickle=False)
     return buffer.getvalue()
 
 

@@ -297,3 +297,18 @@ def test_observe_with_blender():
     iou = (objects & (image.instance >= jax_renderer.FIRST_OBJECT)).sum() / max(
         (objects | (image.instance >= jax_renderer.FIRST_OBJECT)).sum(), 1)
     assert iou > 0.7
+
+
+def test_npz_bytes_are_deterministic_and_switch_to_zip64_for_big_arrays(monkeypatch):
+    import io
+
+    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array(7)}
+    small = dataset.npz_bytes(arrays)
+    assert small == dataset.npz_bytes(arrays)
+    monkeypatch.setattr(dataset, "ZIP64_FROM", 16)      # "a" (48 bytes) now counts as big
+    big = dataset.npz_bytes(arrays)
+    assert len(big) > len(small)                        # the ZIP64 extra field of "a"
+    for data in (small, big):
+        with np.load(io.BytesIO(data)) as f:
+            np.testing.assert_array_equal(f["a"], arrays["a"])
+            assert int(f["b"]) == 7
