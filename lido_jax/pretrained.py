@@ -116,7 +116,7 @@ def load(folder: str | Path = FOLDER) -> Pretrained:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    """What ``pretrain`` does (defaults sized for a 2-core CPU: about half an hour).
+    """What ``pretrain`` does (defaults sized for a 2-core CPU: about 40 minutes).
 
     Attributes:
       num_scenes: scenes of the training dataset (the paper: 10k images per source).
@@ -129,11 +129,11 @@ class PretrainConfig:
         (``network.POSITION_FRAMES``).
     """
 
-    num_scenes: int = 600
+    num_scenes: int = 2000
     resolution: int = 64
-    init_steps: int = 3000
-    lido_steps: int = 4000
-    copies: int = 2
+    init_steps: int = 5000
+    lido_steps: int = 6000
+    copies: int = 6
     patch_size: int = 32
     seed: int = 0
     position_frame: str = "camera"
