@@ -19,9 +19,12 @@ Outputs (:data:`HEADS`) and what they predict, the targets of :func:`targets`:
 - ``position`` (2): the contact point's offset to the truth from its current value,
   in units of ``POSITION_UNIT`` metres, in one of :data:`POSITION_FRAMES`:
   ``"object"``, the object's current frame (rotated by minus its azimuth; App. D.2's
-  wording), or ``"camera"``, the ground axes the camera looks along (x across the
+  wording), ``"camera"``, the ground axes the camera looks along (x across the
   image, z into it), so an offset seen in the patches maps to the same target
-  whatever the object's (often wrong) azimuth;
+  whatever the object's (often wrong) azimuth, or ``"image"``, the (row, col) offset
+  of the contact point in the image in units of ``IMAGE_UNIT`` of the image height,
+  which is what the patches show; it is back-projected onto the ground with the
+  current camera (use it with ``refine.RefineConfig(anchor_pixels=True)``);
 - ``size`` (1): the standardised scale; ``azimuth`` (360): logits over the offset to
   the true azimuth in 1-degree bins;
 - ``light`` (5): standardised uniform strength, directional strength and elevation,
@@ -181,17 +184,41 @@ def votes_from_heads(light, camera, ground_colour) -> jax.Array:
         un("light.elevation", light[:, 2])], -1), ground_colour], -1)
 
 
-POSITION_FRAMES = ("object", "camera")
+POSITION_FRAMES = ("object", "camera", "image")
 """Frames of the position head's offset (see the module docstring)."""
 
+IMAGE_UNIT = 0.05
+"""Unit of ``"image"`` position offsets, as a fraction of the image height."""
 
-def _check_frame(position_frame: str) -> None:
+
+def _check_frame(position_frame: str, resolution=None) -> None:
     if position_frame not in POSITION_FRAMES:
         raise ValueError(f"position_frame={position_frame!r} must be one of {POSITION_FRAMES}")
+    if position_frame == "image" and resolution is None:
+        raise ValueError("position_frame='image' needs the image resolution and the current globals")
+
+
+def _pixel_unit(resolution) -> float:
+    return IMAGE_UNIT * resolution[0]
+
+
+def _image_offsets(objects, truth_objects, globals_, truth_globals, resolution):
+    now = refine.contact_pixels(objects, globals_, resolution)
+    seen = refine.contact_pixels(truth_objects, truth_globals, resolution)
+    return jnp.nan_to_num(seen - now) / _pixel_unit(resolution)
+
+
+def _image_positions(objects, offsets, globals_, resolution):
+    """Positions (N, 2) whose contact points lie ``offsets`` (N, 2) from the objects'
+    under the camera of ``globals_``; the current position where that is above the
+    horizon."""
+    pixels = refine.contact_pixels(objects, globals_, resolution) + _pixel_unit(resolution) * offsets
+    camera = render.Camera(height=globals_[0], elevation=globals_[1])
+    xz = render.camera.ground_point(camera, pixels, tuple(resolution))
+    return jnp.where(jnp.isfinite(xz), xz, objects[:, :2])
 
 
 def _frame_angle(objects, position_frame: str):
-    _check_frame(position_frame)
     return objects[:, 3] if position_frame == "object" else jnp.zeros_like(objects[:, 3])
 
 
@@ -201,14 +228,20 @@ def _rotate(xz, azimuth, sign):
                       -sign * s * xz[..., 0] + c * xz[..., 1]], -1)
 
 
-def targets(objects, truth_objects, truth_globals, position_frame: str = "object") -> dict[str, jax.Array]:
+def targets(objects, truth_objects, truth_globals, position_frame: str = "object", *,
+            globals_=None, resolution=None) -> dict[str, jax.Array]:
     """What the heads should output for current objects (N, 7) given the truth's
     objects (N, 7) and globals (9,) (physical units, ``refine.OBJECT_FIELDS`` /
     ``refine.GLOBAL_FIELDS``); ``azimuth`` is the integer bin of the offset, the
-    position offset is in ``position_frame`` (:data:`POSITION_FRAMES`)."""
+    position offset is in ``position_frame`` (:data:`POSITION_FRAMES`; ``"image"``
+    also needs the current ``globals_`` (9,) and the image ``resolution``)."""
+    _check_frame(position_frame, resolution if globals_ is not None else None)
     az = objects[:, 3]
-    offset = _rotate(truth_objects[:, :2] - objects[:, :2], _frame_angle(objects, position_frame),
-                     +1) / POSITION_UNIT
+    if position_frame == "image":
+        offset = _image_offsets(objects, truth_objects, globals_, truth_globals, resolution)
+    else:
+        offset = _rotate(truth_objects[:, :2] - objects[:, :2], _frame_angle(objects, position_frame),
+                         +1) / POSITION_UNIT
     turn = jnp.mod(truth_objects[:, 3] - az, 2 * math.pi)
     bins = jnp.clip(jnp.floor(turn / (2 * math.pi) * AZIMUTH_BINS), 0, AZIMUTH_BINS - 1)
     g = truth_globals
@@ -220,15 +253,19 @@ def targets(objects, truth_objects, truth_globals, position_frame: str = "object
             "ground_colour": jnp.broadcast_to(g[6:9], (n, 3))}
 
 
-def decode(outputs: dict[str, jax.Array], objects,
-           position_frame: str = "object") -> tuple[jax.Array, jax.Array]:
+def decode(outputs: dict[str, jax.Array], objects, position_frame: str = "object", *,
+           globals_=None, resolution=None) -> tuple[jax.Array, jax.Array]:
     """Network outputs for current objects (N, 7) -> predicted objects (N, 7) and votes
     on the globals (N, 9), physical units (not clipped). The azimuth is the current
     one turned by the circular mean of the bins' centres under the softmax; the
     position offset is read in ``position_frame`` (as :func:`targets`)."""
+    _check_frame(position_frame, resolution if globals_ is not None else None)
     az = objects[:, 3]
-    position = objects[:, :2] + _rotate(POSITION_UNIT * outputs["position"],
-                                        _frame_angle(objects, position_frame), -1)
+    if position_frame == "image":
+        position = _image_positions(objects, outputs["position"], globals_, resolution)
+    else:
+        position = objects[:, :2] + _rotate(POSITION_UNIT * outputs["position"],
+                                            _frame_angle(objects, position_frame), -1)
     centres = (jnp.arange(AZIMUTH_BINS) + 0.5) * (2 * math.pi / AZIMUTH_BINS)
     p = jax.nn.softmax(outputs["azimuth"], -1)
     turn = jnp.arctan2(p @ jnp.sin(centres), p @ jnp.cos(centres))
@@ -284,14 +321,17 @@ def train_step(model: PredictionNetwork, opt: optax.GradientTransformation):
 
 
 def predictor(params: Params, model: PredictionNetwork = PredictionNetwork(),
-              position_frame: str = "object") -> refine.Predictor:
+              position_frame: str = "object", resolution=None) -> refine.Predictor:
     """The network as ``refine``'s predictor (dropout off); ``position_frame`` must be
-    the one it was trained with."""
-    _check_frame(position_frame)
+    the one it was trained with (``"image"`` also needs the observed images'
+    ``resolution``)."""
+    _check_frame(position_frame, resolution)
+    resolution = None if resolution is None else tuple(int(r) for r in resolution)
 
     def predict(observed_patches, rendered_patches, state, scene):
         z = encode_inputs(state, scene)
         out = model.apply(params, stack_patches(observed_patches, rendered_patches), z)
-        return decode(out, state.objects, position_frame)
+        return decode(out, state.objects, position_frame, globals_=state.globals,
+                      resolution=resolution)
 
     return predict

@@ -41,7 +41,8 @@ class Pretrained:
       init_params: ``{"detector", "patch"}`` for ``initialization.initial_scene``.
       init_config: its ``InitConfig``.
       lido_params: the prediction network's, for ``network.predictor``.
-      refine_config: a ``refine.RefineConfig`` with the training patch settings.
+      refine_config: a ``refine.RefineConfig`` with the training patch settings (and
+        ``anchor_pixels`` for a network with ``"image"`` position offsets).
       resolution: (H, W) of the training images; use observed images of this size.
       meta: the contents of ``meta.json``.
       position_frame: the frame of the prediction network's position offsets
@@ -58,7 +59,8 @@ class Pretrained:
 
     @property
     def predictor(self) -> refine.Predictor:
-        return network.predictor(self.lido_params, position_frame=self.position_frame)
+        return network.predictor(self.lido_params, position_frame=self.position_frame,
+                                 resolution=self.resolution)
 
 
 def _to_bytes(params) -> bytes:
@@ -107,11 +109,13 @@ def load(folder: str | Path = FOLDER) -> Pretrained:
                               (folder / "init.msgpack").read_bytes())
     lido_params = _from_bytes(network.init(jax.random.key(0), lc["patch_size"]),
                               (folder / "lido.msgpack").read_bytes())
+    frame = lc.get("position_frame", "object")   # runs before the option: object
     return Pretrained(init_params=init_params, init_config=init_config, lido_params=lido_params,
                       refine_config=refine.RefineConfig(patch_fraction=lc["patch_fraction"],
-                                                        patch_size=lc["patch_size"]),
+                                                        patch_size=lc["patch_size"],
+                                                        anchor_pixels=frame == "image"),
                       resolution=resolution, meta=meta,
-                      position_frame=lc.get("position_frame", "object"))   # older runs: object
+                      position_frame=frame)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -213,6 +213,11 @@ class RefineConfig:
         rendering, by the ratio of the observed to the rendered mean brightness over
         its rendered mask (sec. 4.2: an in-loop renderer without the training
         renderer's shadows). The state keeps the unadjusted colours.
+      anchor_pixels: after each update of the globals, slide every object along the
+        ground so that its contact point stays at the pixel it had under the previous
+        camera: a camera update then moves no object in the image (back-projection
+        ties positions to the camera, as in the initialisation); only the position
+        predictions do. For networks with ``"image"`` position offsets.
     """
 
     steps: int = 30
@@ -221,6 +226,7 @@ class RefineConfig:
     patch_fraction: float = 0.5
     patch_size: int = 64
     adjust_brightness: bool = False
+    anchor_pixels: bool = False
 
     def __post_init__(self):
         if self.steps < 0:
@@ -233,6 +239,16 @@ class RefineConfig:
             raise ValueError(f"patch_fraction={self.patch_fraction} must be in (0, 2]")
         if self.patch_size < 4:
             raise ValueError(f"patch_size={self.patch_size} must be >= 4")
+
+
+def anchored(objects, old_globals, new_globals, resolution) -> jax.Array:
+    """``objects`` (N, 7) moved on the ground so that the camera of ``new_globals``
+    sees each contact point where the camera of ``old_globals`` did (unchanged where
+    that pixel has no ground point under the new camera)."""
+    pixels = contact_pixels(objects, old_globals, resolution)
+    camera = render.Camera(height=new_globals[0], elevation=new_globals[1])
+    xz = render.camera.ground_point(camera, pixels, tuple(resolution))
+    return objects.at[:, :2].set(jnp.where(jnp.isfinite(xz), xz, objects[:, :2]))
 
 
 def step_size(t, a: float) -> jax.Array:
@@ -363,10 +379,12 @@ def refine(predict: Predictor, observed, init: render.Scene, config: RefineConfi
             state.objects + mu * difference(pred_objects, state.objects, OBJECT_PERIODIC), class_id)
         votes = jax.vmap(clip_globals)(
             state.votes + mu * difference(pred_votes, state.votes, GLOBAL_PERIODIC))
-        objects = jnp.where(valid[:, None], objects, state.objects)
         votes = jnp.where(valid[:, None], votes, state.votes)
-        new = RefineState(objects=objects, votes=votes,
-                          globals=aggregate(votes, valid, state.globals), done=state.done)
+        globals_ = aggregate(votes, valid, state.globals)
+        if config.anchor_pixels:
+            objects = clip_objects(anchored(objects, state.globals, globals_, resolution), class_id)
+        objects = jnp.where(valid[:, None], objects, state.objects)
+        new = RefineState(objects=objects, votes=votes, globals=globals_, done=state.done)
         moved = _moved(new, state, valid)
         active = ~state.done
         new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)

@@ -95,7 +95,8 @@ def examples(truth: render.Scene, start: render.Scene, observed, *, patch_fracti
                                     refine.extract_patches(rgb, centres, side, patch_size))
     return {"patches": patches, "z": network.encode_inputs(state, start),
             "targets": network.targets(state.objects, refine.object_vectors(truth),
-                                       refine.global_vector(truth), position_frame),
+                                       refine.global_vector(truth), position_frame,
+                                       globals_=state.globals, resolution=resolution),
             "valid": jnp.asarray(start.objects.valid, bool)}
 
 

@@ -76,9 +76,10 @@ def test_decoding_the_targets_gives_back_the_truth(seed, frame):
     current = jax.random.uniform(keys[0], (n, 7), minval=lo, maxval=hi)
     truth = jax.random.uniform(keys[1], (n, 7), minval=lo, maxval=hi)
     glob = jax.random.uniform(keys[2], (9,), minval=refine.GLOBAL_LOW, maxval=refine.GLOBAL_HIGH)
-    t = network.targets(current, truth, glob, frame)
+    image = dict(globals_=glob, resolution=(48, 64)) if frame == "image" else {}
+    t = network.targets(current, truth, glob, frame, **image)
     outputs = dict(t, azimuth=100.0 * jax.nn.one_hot(t["azimuth"], network.AZIMUTH_BINS))
-    objects, votes = network.decode(outputs, current, frame)
+    objects, votes = network.decode(outputs, current, frame, **image)
     turn = refine.difference(objects[:, 3], truth[:, 3], True)
     assert np.all(np.abs(turn) <= math.pi / network.AZIMUTH_BINS + 1e-4)   # half a 1-degree bin
     keep = [0, 1, 2, 4, 5, 6]
@@ -100,7 +101,36 @@ def test_position_target_is_in_the_objects_frame():
         c = network.targets(current.at[0, 3].set(az), truth.at[0, 3].set(az), jnp.zeros(9) + 0.3, "camera")
         np.testing.assert_allclose(c["position"], [[2.0, 0.0]], atol=1e-5)
     with pytest.raises(ValueError, match="position_frame"):
+        network.targets(current, truth, jnp.zeros(9), "pixels")
+    with pytest.raises(ValueError, match="resolution"):
         network.targets(current, truth, jnp.zeros(9), "image")
+    with pytest.raises(ValueError, match="resolution"):
+        network.predictor({}, position_frame="image")
+
+
+def test_image_offsets_are_what_the_two_cameras_see():
+    """"image" targets are the contact point's pixel offset between the current
+    camera's view of the current object and the true camera's view of the truth; decoding
+    them puts the object where the current camera sees the truth's contact point."""
+    res = (64, 64)
+    current = jnp.array([[0.1, 1.2, 0.1, 0.3, 0.5, 0.5, 0.5], [-0.2, 0.9, 0.1, 2.0, 0.2, 0.3, 0.4]])
+    truth = current.at[:, :2].add(jnp.array([[0.05, -0.1], [0.02, 0.2]]))
+    now_g = refine.global_vector(_scene_with_camera(0.4, 0.5))
+    true_g = refine.global_vector(_scene_with_camera(0.5, 0.6))
+    t = network.targets(current, truth, true_g, "image", globals_=now_g, resolution=res)
+    want = (refine.contact_pixels(truth, true_g, res) - refine.contact_pixels(current, now_g, res))
+    np.testing.assert_allclose(t["position"] * network.IMAGE_UNIT * 64, want, atol=1e-4)
+    objects, _ = network.decode(dict(t, azimuth=jnp.zeros((2, network.AZIMUTH_BINS))), current,
+                                "image", globals_=now_g, resolution=res)
+    np.testing.assert_allclose(refine.contact_pixels(objects, now_g, res),
+                               refine.contact_pixels(truth, true_g, res), atol=2e-3)
+    assert float(jnp.abs(objects[:, :2] - truth[:, :2]).max()) > 0.01   # not the truth: other camera
+
+
+def _scene_with_camera(height, elevation):
+    from lido_jax import generator
+    s = generator.generate(jax.random.key(0), min_objects=1, max_objects=1, check_resolution=(16, 16)).scene
+    return s.replace(camera=s.camera.replace(height=jnp.float32(height), elevation=jnp.float32(elevation)))
     with pytest.raises(ValueError, match="position_frame"):
         network.predictor({}, position_frame="world")
 

@@ -75,6 +75,17 @@ def test_examples_pair_patches_inputs_and_targets():
                                atol=2e-5)
     np.testing.assert_allclose(refine.difference(votes[0], refine.global_vector(gt.scene),
                                                  refine.GLOBAL_PERIODIC), 0.0, atol=2e-5)
+    # "image" offsets: decoded at the start's camera, the objects sit where the truth is seen
+    image_rows = training.examples(gt.scene, start, observed, patch_size=16, position_frame="image")
+    np.testing.assert_array_equal(image_rows["patches"], rows["patches"])
+    start_g = refine.initial_state(start).globals
+    objects, _ = network.decode(dict(image_rows["targets"], azimuth=outputs["azimuth"]),
+                                refine.object_vectors(start), "image", globals_=start_g,
+                                resolution=(32, 32))
+    np.testing.assert_allclose(
+        np.asarray(refine.contact_pixels(objects, start_g, (32, 32)))[valid],
+        np.asarray(refine.contact_pixels(refine.object_vectors(gt.scene),
+                                         refine.global_vector(gt.scene), (32, 32)))[valid], atol=2e-3)
 
 
 def test_training_lowers_the_validation_loss(data, tmp_path):

@@ -87,6 +87,34 @@ def test_tol_stops_the_loop_and_freezes_the_state():
     np.testing.assert_array_equal(refine.object_vectors(scene), trace["objects"][-1])
 
 
+@pytest.mark.parametrize("anchor", [False, True])
+def test_anchored_objects_stay_put_in_the_image_while_the_camera_moves(anchor):
+    """A predictor that keeps the objects and votes for another camera: with
+    ``anchor_pixels`` every contact point stays at its first pixel under each step's
+    camera; without, the objects stay put on the ground and move in the image."""
+    truth = _scene(0)
+    g0 = refine.global_vector(truth)
+    other = g0.at[0].add(0.15).at[1].add(0.1)            # higher and steeper camera
+
+    def keep_objects(obs, ren, state, scene):
+        return state.objects, jnp.broadcast_to(other, state.votes.shape)
+
+    res = (32, 32)
+    config = refine.RefineConfig(steps=4, patch_size=4, anchor_pixels=anchor)
+    _, trace = refine.refine(keep_objects, jnp.zeros(res + (3,)), truth, config, _blank(res))
+    valid = np.asarray(truth.objects.valid)
+    pixels = np.stack([np.asarray(refine.contact_pixels(o, g, res))[valid]
+                       for o, g in zip(trace["objects"], trace["globals"])])
+    assert np.abs(np.asarray(trace["globals"][-1] - trace["globals"][0])).max() > 0.05
+    shift = np.abs(pixels - pixels[0]).max()
+    if anchor:
+        assert shift < 1e-3, shift
+        assert np.abs(np.asarray(trace["objects"][-1] - trace["objects"][0])[valid, :2]).max() > 0.01
+    else:
+        assert shift > 0.5, shift
+        np.testing.assert_array_equal(trace["objects"][-1], trace["objects"][0])
+
+
 def test_median_aggregation_ignores_invalid_objects_and_outliers():
     votes = jnp.array([[0.3, 0.5, 0.5, 1.0, 0.1, 1.0, 0.2, 0.2, 0.2],
                        [0.3, 0.5, 0.5, 1.0, 6.2, 1.0, 0.2, 0.2, 0.2],
