@@ -22,8 +22,8 @@ Outputs (:data:`HEADS`) and what they predict, the targets of :func:`targets`:
   wording), ``"camera"``, the ground axes the camera looks along (x across the
   image, z into it), so an offset seen in the patches maps to the same target
   whatever the object's (often wrong) azimuth, or ``"image"``, the (row, col) offset
-  of the contact point in the image in units of ``IMAGE_UNIT`` of the image height,
-  which is what the patches show; it is back-projected onto the ground with the
+  of the contact point in the image in units of ``IMAGE_UNIT`` of the image height
+  (targets clipped to ``IMAGE_CLIP``), which is what the patches show; it is back-projected onto the ground with the
   current camera (use it with ``refine.RefineConfig(anchor_pixels=True)``);
 - ``size`` (1): the standardised scale; ``azimuth`` (360): logits over the offset to
   the true azimuth in 1-degree bins;
@@ -190,6 +190,12 @@ POSITION_FRAMES = ("object", "camera", "image")
 IMAGE_UNIT = 0.05
 """Unit of ``"image"`` position offsets, as a fraction of the image height."""
 
+IMAGE_CLIP = 5.0
+"""``"image"`` position targets are clipped to +- this many units (a quarter of the
+image height, the half-side of the default patches): farther offsets are not seen in
+the patches, and near the horizon they reach hundreds of units, which would swamp the
+L2 loss."""
+
 
 def _check_frame(position_frame: str, resolution=None) -> None:
     if position_frame not in POSITION_FRAMES:
@@ -205,7 +211,7 @@ def _pixel_unit(resolution) -> float:
 def _image_offsets(objects, truth_objects, globals_, truth_globals, resolution):
     now = refine.contact_pixels(objects, globals_, resolution)
     seen = refine.contact_pixels(truth_objects, truth_globals, resolution)
-    return jnp.nan_to_num(seen - now) / _pixel_unit(resolution)
+    return jnp.clip(jnp.nan_to_num(seen - now) / _pixel_unit(resolution), -IMAGE_CLIP, IMAGE_CLIP)
 
 
 def _image_positions(objects, offsets, globals_, resolution):

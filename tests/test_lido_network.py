@@ -83,6 +83,11 @@ def test_decoding_the_targets_gives_back_the_truth(seed, frame):
     turn = refine.difference(objects[:, 3], truth[:, 3], True)
     assert np.all(np.abs(turn) <= math.pi / network.AZIMUTH_BINS + 1e-4)   # half a 1-degree bin
     keep = [0, 1, 2, 4, 5, 6]
+    seen = np.all(np.abs(np.asarray(t["position"])) < network.IMAGE_CLIP, -1)   # unclipped rows
+    if frame == "image":
+        assert np.all(np.abs(np.asarray(t["position"])) <= network.IMAGE_CLIP)
+        np.testing.assert_allclose(objects[seen][:, :2], truth[seen][:, :2], atol=2e-4)
+        keep = [2, 4, 5, 6]
     np.testing.assert_allclose(objects[:, keep], truth[:, keep], atol=2e-5)
     d = refine.difference(votes, jnp.broadcast_to(glob, (n, 9)), refine.GLOBAL_PERIODIC)
     np.testing.assert_allclose(d, 0.0, atol=2e-5)
