@@ -155,7 +155,7 @@ def test_a_killed_run_resumes_to_the_same_numbers(data, tmp_path):
     (dict(steps=0), "steps"), (dict(patch_size=12), "multiple of 8"),
     (dict(validation_fraction=1.0), "validation_fraction"),
     (dict(eval_every=3, checkpoint_every=4), "multiple of eval_every"),
-    (dict(position_frame="image"), "position_frame")])
+    (dict(position_frame="pixels"), "position_frame")])
 def test_bad_configs_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         training.TrainConfig(data="x", **kwargs)
