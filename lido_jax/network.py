@@ -23,8 +23,9 @@ Outputs (:data:`HEADS`) and what they predict, the targets of :func:`targets`:
   image, z into it), so an offset seen in the patches maps to the same target
   whatever the object's (often wrong) azimuth, or ``"image"``, the (row, col) offset
   of the contact point in the image in units of ``IMAGE_UNIT`` of the image height
-  (targets clipped to ``IMAGE_CLIP``), which is what the patches show; it is back-projected onto the ground with the
-  current camera (use it with ``refine.RefineConfig(anchor_pixels=True)``);
+  (targets clipped to ``IMAGE_CLIP``), which is what the patches show; it is
+  back-projected onto the ground with the current camera (use it with
+  ``refine.RefineConfig(anchor_pixels=True)``);
 - ``size`` (1): the standardised scale; ``azimuth`` (360): logits over the offset to
   the true azimuth in 1-degree bins;
 - ``light`` (5): standardised uniform strength, directional strength and elevation,
@@ -219,9 +220,7 @@ def _image_positions(objects, offsets, globals_, resolution):
     under the camera of ``globals_``; the current position where that is above the
     horizon."""
     pixels = refine.contact_pixels(objects, globals_, resolution) + _pixel_unit(resolution) * offsets
-    camera = render.Camera(height=globals_[0], elevation=globals_[1])
-    xz = render.camera.ground_point(camera, pixels, tuple(resolution))
-    return jnp.where(jnp.isfinite(xz), xz, objects[:, :2])
+    return refine.ground_positions(pixels, globals_, resolution, objects[:, :2])
 
 
 def _frame_angle(objects, position_frame: str):

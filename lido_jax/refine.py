@@ -148,6 +148,15 @@ def contact_pixels(objects, globals_, resolution) -> jax.Array:
     return render.camera.project(camera, points, tuple(resolution))
 
 
+def ground_positions(pixels, globals_, resolution, fallback) -> jax.Array:
+    """(N, 2) ground positions (x, z) whose contact points the globals' camera sees at
+    ``pixels`` (N, 2) (the inverse of :func:`contact_pixels`); ``fallback`` (N, 2)
+    where a pixel has no ground point (at or above the horizon)."""
+    camera = render.Camera(height=globals_[0], elevation=globals_[1])
+    xz = render.camera.ground_point(camera, pixels, tuple(resolution))
+    return jnp.where(jnp.isfinite(xz), xz, fallback)
+
+
 def extract_patches(image, centres, side: float, size: int) -> jax.Array:
     """(N, size, size, C) patches of ``image`` (H, W, C), each a square of ``side``
     pixels centred at a (row, col) of ``centres`` (N, 2), resampled bilinearly; zero
@@ -246,9 +255,7 @@ def anchored(objects, old_globals, new_globals, resolution) -> jax.Array:
     sees each contact point where the camera of ``old_globals`` did (unchanged where
     that pixel has no ground point under the new camera)."""
     pixels = contact_pixels(objects, old_globals, resolution)
-    camera = render.Camera(height=new_globals[0], elevation=new_globals[1])
-    xz = render.camera.ground_point(camera, pixels, tuple(resolution))
-    return objects.at[:, :2].set(jnp.where(jnp.isfinite(xz), xz, objects[:, :2]))
+    return objects.at[:, :2].set(ground_positions(pixels, new_globals, resolution, objects[:, :2]))
 
 
 def step_size(t, a: float) -> jax.Array:
