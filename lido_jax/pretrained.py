@@ -10,8 +10,9 @@ be traced to a run.
 ``python -m lido_jax pretrain --work runs/pretrain`` retrains them: it writes a
 dataset (:mod:`lido_jax.dataset`), trains the initialisation networks
 (:mod:`lido_jax.init_training`), trains the prediction network on both sources
-(:mod:`lido_jax.training`) and saves the result to ``--out`` (default: the committed
-folder). Each stage is resumable: run the same command again after an interruption.
+(:mod:`lido_jax.training`), fine-tunes it on the states of its own refinements
+(source 3, ``training.TrainConfig.rollout_from``) and saves the result to ``--out``
+(default: the committed folder). Each stage is resumable: run the same command again after an interruption.
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ class PretrainConfig:
       seed: of the dataset and the trainings.
       position_frame: of the prediction network's position offsets
         (``network.POSITION_FRAMES``).
+      finetune_steps: steps of the third stage, trained on sources 1-3 from the
+        second stage's best network; 0 skips it.
     """
 
     num_scenes: int = 2000
@@ -141,6 +144,7 @@ class PretrainConfig:
     patch_size: int = 32
     seed: int = 0
     position_frame: str = "camera"
+    finetune_steps: int = 0
 
 
 def pretrain(work: str | Path, config: PretrainConfig = PretrainConfig(), out: str | Path = FOLDER,
@@ -169,6 +173,14 @@ def pretrain(work: str | Path, config: PretrainConfig = PretrainConfig(), out: s
     if not (lido_run / "result.json").exists():
         training.train(lido_cfg, lido_run, resume=(lido_run / "config.json").exists(),
                        progress=progress)
+    if config.finetune_steps:
+        every = max(1, min(250, config.finetune_steps // 20))
+        tuned_cfg = dataclasses.replace(lido_cfg, steps=config.finetune_steps, rollout_from=str(lido_run),
+                                        eval_every=every, checkpoint_every=every)
+        lido_run = work / "lido_rollout"
+        if not (lido_run / "result.json").exists():
+            training.train(tuned_cfg, lido_run, resume=(lido_run / "config.json").exists(),
+                           progress=progress)
     save(out, init_run, lido_run)
     return load(out)
 

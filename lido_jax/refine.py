@@ -364,7 +364,9 @@ def refine(predict: Predictor, observed, init: render.Scene, config: RefineConfi
 
     Returns:
       ``(scene, trace)``: the refined scene and a dict of per-iteration arrays,
-      ``objects`` (T + 1, N, 7) and ``globals`` (T + 1, 9) (``z_0`` first), ``moved``
+      ``objects`` (T + 1, N, 7), ``votes`` (T + 1, N, 9) and ``globals`` (T + 1, 9)
+      (``z_0`` first; ``RefineState(objects[t], votes[t], globals[t])`` is the state
+      after ``t`` steps), ``moved``
       (T,) the largest step in prior standard deviations and ``active`` (T,) whether
       the step was taken (False after the ``tol`` stop).
     """
@@ -396,12 +398,13 @@ def refine(predict: Predictor, observed, init: render.Scene, config: RefineConfi
         active = ~state.done
         new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
         new = new.replace(done=state.done | (moved < config.tol))
-        return new, (new.objects, new.globals, moved, active)
+        return new, (new.objects, new.votes, new.globals, moved, active)
 
     state0 = initial_state(init, votes)
-    final, (objects, globals_, moved, active) = jax.lax.scan(
+    final, (objects, votes_, globals_, moved, active) = jax.lax.scan(
         body, state0, jnp.arange(config.steps))
     trace = dict(objects=jnp.concatenate([state0.objects[None], objects]),
+                 votes=jnp.concatenate([state0.votes[None], votes_]),
                  globals=jnp.concatenate([state0.globals[None], globals_]),
                  moved=moved, active=active)
     return to_scene(init, final.objects, final.globals), trace

@@ -15,6 +15,15 @@ error (:func:`noise_of`); without one, source 2 alone with the half-widths
 :data:`DEFAULT_OBJECT_NOISE` / :data:`DEFAULT_GLOBAL_NOISE` (about a tenth of each
 range; 30 degrees of azimuth).
 
+**Source 3, refinement states** (beyond the paper). Refinement feeds the network its
+own outputs, states that neither source contains: a network that errs a little at
+``z_0`` is asked next about a scene it moved, and its errors compound over the 30
+steps. With ``TrainConfig.rollout_from`` (a trained run), every scene's source-1
+start and first source-2 start are refined by that run's best network for
+``rollout_steps`` iterations, and the states after 2, 4, 8, ... iterations (and the
+last) become examples labelled with the truth, as DAgger does for imitation
+(Ross et al. 2011); training starts from that network's weights.
+
 **Runs.** :func:`train` (``python -m lido_jax train --data DATASET --out RUN``)
 builds the examples once from a dataset folder of :mod:`lido_jax.dataset` (cached in
 the run folder), holds out a validation split of scenes, and trains with Adam
@@ -126,6 +135,10 @@ class TrainConfig:
         checkpoints.
       learning_rate: Adam's (3e-4 in the paper).
       seed: of the noise, the split, the batches, dropout and the initial weights.
+      rollout_from: a trained run folder (same patch settings and position frame):
+        adds source 3, the states of its best network's refinements
+        (:func:`rollout_iterations`), and starts from its weights.
+      rollout_steps: refinement iterations of those rollouts.
     """
 
     data: str
@@ -141,9 +154,12 @@ class TrainConfig:
     checkpoint_every: int = 100
     learning_rate: float = network.LEARNING_RATE
     seed: int = 0
+    rollout_from: str | None = None
+    rollout_steps: int = 16
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "copies", "eval_every", "checkpoint_every"):
+        for name in ("steps", "batch_size", "copies", "eval_every", "checkpoint_every",
+                     "rollout_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.patch_size < 8 or self.patch_size % 8:
@@ -159,6 +175,42 @@ class TrainConfig:
                              f"{network.POSITION_FRAMES}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+
+
+def rollout_iterations(steps: int) -> tuple[int, ...]:
+    """The iterations whose states source 3 keeps: 2, 4, 8, ... below ``steps``, and
+    ``steps`` (log-spaced: the steps shrink as ``1 / (t + a)``)."""
+    return tuple(sorted({2 ** k for k in range(1, max(steps, 2).bit_length()) if 2 ** k < steps}
+                        | {steps}))
+
+
+def _rollout_fn(config: TrainConfig):
+    """A jitted ``fn(truth, start, observed, votes)`` -> the examples of the states of
+    ``config.rollout_from``'s best network refining ``start`` (source 3)."""
+    run = Path(config.rollout_from)
+    base = json.loads((run / "config.json").read_text())
+    for name in ("patch_size", "patch_fraction", "position_frame"):
+        if base.get(name, "object") != getattr(config, name):
+            raise ValueError(f"rollout_from={str(run)!r} was trained with {name}="
+                             f"{base.get(name, 'object')!r}, this run has {getattr(config, name)!r}")
+    params, _ = load_params(run, which="best")
+    at = rollout_iterations(config.rollout_steps)
+    refine_config = refine.RefineConfig(steps=config.rollout_steps, patch_fraction=config.patch_fraction,
+                                        patch_size=config.patch_size,
+                                        anchor_pixels=config.position_frame == "image")
+
+    @jax.jit
+    def fn(truth, start, observed, votes):
+        predict = network.predictor(params, position_frame=config.position_frame,
+                                    resolution=observed.shape[:2])
+        _, trace = refine.refine(predict, observed, start, refine_config, votes=votes)
+        rows = [examples(truth, refine.to_scene(start, trace["objects"][t], trace["globals"][t]),
+                         observed, patch_fraction=config.patch_fraction, patch_size=config.patch_size,
+                         votes=trace["votes"][t], position_frame=config.position_frame)
+                for t in at]
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs), *rows)
+
+    return fn
 
 
 def _stack_rows(parts: list[dict]) -> dict:
@@ -183,7 +235,8 @@ def split_files(data: str | Path, validation_fraction: float, seed: int) -> tupl
 
 def build_examples(config: TrainConfig, progress: bool = True) -> tuple[dict, dict]:
     """(train, validation) example tables from the dataset: every scene's valid objects,
-    ``copies`` noisy starts each; scenes split by ``validation_fraction``."""
+    ``copies`` noisy starts each (source 2), source 1 with ``init_run`` and source 3
+    with ``rollout_from``; scenes split by ``validation_fraction``."""
     train_files, val_files = split_files(config.data, config.validation_fraction, config.seed)
     key = jax.random.key(config.seed)
     object_noise, global_noise = noise_of(config.init_run)
@@ -191,6 +244,7 @@ def build_examples(config: TrainConfig, progress: bool = True) -> tuple[dict, di
         truth, start, obs, patch_fraction=config.patch_fraction, patch_size=config.patch_size,
         votes=votes, position_frame=config.position_frame))
     noisy = jax.jit(lambda k, truth: noisy_start(k, truth, object_noise, global_noise))
+    rollout = _rollout_fn(config) if config.rollout_from else None
     source1 = None
     if config.init_run:
         from lido_jax import init_training
@@ -207,9 +261,15 @@ def build_examples(config: TrainConfig, progress: bool = True) -> tuple[dict, di
         if source1 is not None:
             start, votes, aligned, _ = jax.tree.map(lambda x: x[0], source1(truth, obs))
             split[name].append(jax.device_get(rows(aligned, start, obs, votes)))
+            if rollout is not None:
+                split[name].append(jax.device_get(rollout(aligned, start, obs, votes)))
         for c in range(config.copies):
             k = jax.random.fold_in(jax.random.fold_in(key, 1 + index), c)
-            split[name].append(jax.device_get(rows(truth, noisy(k, truth), obs, None)))
+            start = noisy(k, truth)
+            split[name].append(jax.device_get(rows(truth, start, obs, None)))
+            if rollout is not None and c == 0:
+                split[name].append(jax.device_get(
+                    rollout(truth, start, obs, refine.initial_state(start).votes)))
     return _stack_rows(split["train"]), _stack_rows(split["validation"])
 
 
@@ -411,6 +471,8 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False,
     opt = network.optimizer(config.learning_rate)
     key = jax.random.key(config.seed)
     initial = network.init(jax.random.fold_in(key, 2), config.patch_size, model)
+    if config.rollout_from:
+        initial, _ = load_params(config.rollout_from, initial, which="best")
     step_fn = network.train_step(model, opt)
     batch_key, dropout_key = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
 
@@ -450,6 +512,9 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--patch-fraction", type=float, default=defaults.patch_fraction)
     p.add_argument("--position-frame", choices=network.POSITION_FRAMES, default=defaults.position_frame,
                    help="frame of the position offsets (object: App. D.2; camera: the ground axes)")
+    p.add_argument("--rollout-from", default=None,
+                   help="trained run folder: add its refinements' states (source 3), start from it")
+    p.add_argument("--rollout-steps", type=int, default=defaults.rollout_steps)
     p.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
     p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     p.add_argument("--no-progress", action="store_true")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -193,3 +195,55 @@ def test_an_init_run_adds_source_1_and_sets_the_noise(data, tmp_path):
     start, *_ = init_training.source1_pairs(params, scenes, images, init_config)
     assert (len(train_rows["valid"]) + len(val_rows["valid"])
             == int(np.sum(scenes.objects.valid)) + int(np.sum(start.objects.valid)))
+
+
+def test_rollout_iterations_are_log_spaced_and_end_at_the_last():
+    assert training.rollout_iterations(1) == (1,)
+    assert training.rollout_iterations(3) == (2, 3)
+    assert training.rollout_iterations(16) == (2, 4, 8, 16)
+    assert training.rollout_iterations(30) == (2, 4, 8, 16, 30)
+    with pytest.raises(ValueError, match="rollout_steps"):
+        training.TrainConfig(data="x", rollout_steps=0)
+
+
+def test_source_3_adds_the_states_of_the_base_networks_refinements(data, tmp_path):
+    base = tmp_path / "base"
+    common = dict(data=str(data), batch_size=8, copies=2, patch_size=16, eval_every=2,
+                  checkpoint_every=2, validation_fraction=0.25, position_frame="image")
+    training.train(training.TrainConfig(steps=4, **common), base, progress=False)
+    config = training.TrainConfig(steps=2, rollout_from=str(base), rollout_steps=3, **common)
+    result = training.train(config, tmp_path / "tuned", progress=False)
+    # Per scene: 2 noisy starts (source 2), and the first one's states after 2 and 3
+    # refinement steps (source 3): 4 rows per object.
+    files = [*training.split_files(data, 0.25, 0)[0], *training.split_files(data, 0.25, 0)[1]]
+    objects = sum(int(np.sum(dataset.load_scene(f)[0].objects.valid)) for f in files)
+    assert result["train_examples"] + result["validation_examples"] == 4 * objects
+    # warm start: the initial validation loss is the base network's best on these rows
+    rows = training._load_examples(tmp_path / "tuned" / "examples_validation.npz")
+    best, _ = training.load_params(base, which="best")
+    assert result["initial_validation_loss"] == pytest.approx(training.evaluate(best, rows), rel=1e-5)
+    # The rows are examples of the refinement's states: rebuild one scene's by hand.
+    truth, arrays = dataset.load_scene(files[0])
+    truth = jax.tree.map(jnp.asarray, truth)
+    obs = jnp.asarray(arrays["rgb"], jnp.float32)
+    start = training.noisy_start(jax.random.key(5), truth)
+    got = training._rollout_fn(config)(truth, start, obs, refine.initial_state(start).votes)
+    predict = network.predictor(best, position_frame="image", resolution=(32, 32))
+    _, trace = refine.refine(predict, obs, start, refine.RefineConfig(
+        steps=3, patch_fraction=0.5, patch_size=16, anchor_pixels=True))
+    n = truth.objects.valid.shape[0]
+    for i, t in enumerate((2, 3)):
+        state = refine.RefineState(objects=trace["objects"][t], votes=trace["votes"][t],
+                                   globals=trace["globals"][t], done=jnp.asarray(False))
+        scene_t = refine.to_scene(start, state.objects, state.globals)
+        np.testing.assert_allclose(got["z"][i * n:(i + 1) * n], network.encode_inputs(state, scene_t),
+                                   atol=1e-5)
+        want = network.targets(state.objects, refine.object_vectors(truth), refine.global_vector(truth),
+                               "image", globals_=state.globals, resolution=(32, 32))
+        np.testing.assert_allclose(got["targets"]["size"][i * n:(i + 1) * n], want["size"], atol=1e-5)
+        np.testing.assert_allclose(got["targets"]["position"][i * n:(i + 1) * n], want["position"],
+                                   atol=1e-4)
+    assert float(jnp.max(jnp.abs(trace["objects"][3] - trace["objects"][0]))) > 0   # it moved
+    # a base of another frame or patch size is refused by name
+    with pytest.raises(ValueError, match="position_frame"):
+        training.build_examples(dataclasses.replace(config, position_frame="camera"), progress=False)

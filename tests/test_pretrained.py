@@ -15,15 +15,17 @@ def test_pretrain_writes_networks_that_load_and_run(tmp_path):
     out = tmp_path / "nets"
     args = ["pretrain", "--work", str(tmp_path / "work"), "--out", str(out), "--num-scenes", "4",
             "--resolution", "32", "--init-steps", "2", "--lido-steps", "2", "--copies", "1",
-            "--patch-size", "16", "--no-progress"]
+            "--patch-size", "16", "--finetune-steps", "2", "--no-progress"]
     assert main(args) == 0
     nets = pretrained.load(out)
     assert nets.resolution == (32, 32) and nets.refine_config.patch_size == 16
     assert nets.position_frame == "camera" == nets.meta["lido"]["config"]["position_frame"]
     assert nets.meta["lido"]["result"]["steps"] == 2 and nets.meta["init"]["config"]["steps"] == 2
+    # the saved network is the third stage's, fine-tuned from the second's
+    assert nets.meta["lido"]["config"]["rollout_from"] == str(tmp_path / "work" / "lido")
     # float16 storage: the loaded weights are the trained ones to half precision
     from lido_jax import init_training, training
-    full, _ = training.load_params(tmp_path / "work" / "lido", which="best")
+    full, _ = training.load_params(tmp_path / "work" / "lido_rollout", which="best")
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
                  nets.lido_params, full)
     init_full, _ = init_training.load_init(tmp_path / "work" / "init")

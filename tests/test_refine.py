@@ -71,6 +71,11 @@ def test_perfect_predictor_converges_at_the_rate_of_the_step_sizes(a, seed):
     if a == 2.0:   # the paper's a: the error after T steps is e_0 / (T + 1)
         np.testing.assert_allclose(obj[-1], obj[0] / (steps + 1), atol=2e-5)
     assert np.abs(glob[0]).max() > 0.01   # the init really was wrong
+    # the trace's votes are the states' votes: the oracle's, which vote as one
+    votes = refine.difference(trace["votes"], refine.global_vector(truth), refine.GLOBAL_PERIODIC)
+    valid = np.asarray(truth.objects.valid)
+    np.testing.assert_allclose(np.asarray(votes)[:, valid], np.broadcast_to(
+        glob[:, None], np.asarray(votes)[:, valid].shape), atol=2e-5)
 
 
 def test_tol_stops_the_loop_and_freezes_the_state():
