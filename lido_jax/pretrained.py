@@ -10,9 +10,10 @@ be traced to a run.
 ``python -m lido_jax pretrain --work runs/pretrain`` retrains them: it writes a
 dataset (:mod:`lido_jax.dataset`), trains the initialisation networks
 (:mod:`lido_jax.init_training`), trains the prediction network on both sources
-(:mod:`lido_jax.training`), fine-tunes it on the states of its own refinements
-(source 3, ``training.TrainConfig.rollout_from``) and saves the result to ``--out``
-(default: the committed folder). Each stage is resumable: run the same command again after an interruption.
+(:mod:`lido_jax.training`), with ``--finetune-steps N`` fine-tunes it on the states
+of its own refinements (source 3, ``training.TrainConfig.rollout_from``; off by
+default: it did not improve LiDO here) and saves the result to ``--out`` (default:
+the committed folder). Each stage is resumable: run the same command again after an interruption.
 """
 
 from __future__ import annotations
